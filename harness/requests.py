@@ -1,0 +1,57 @@
+"""Prompts -> scoring requests: token ids, with the context-window policy applied.
+
+Policy when a prompt does not fit the model's context window: drop demonstrations, oldest
+(farthest from the query) first, until context + longest continuation fits; the number
+dropped is recorded per example. A test input that does not fit even with no
+demonstrations is an error: it is never cut silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from harness.errors import HarnessError
+from harness.models import LanguageModel
+from harness.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """Everything needed to score every label of one test example."""
+
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[tuple[int, ...], ...]  # per label
+    demo_ids: tuple[str, ...]  # the demonstrations actually in the context
+    dropped_demos: int
+
+
+def build_requests(prompts: Sequence[Prompt], lm: LanguageModel) -> list[ScoringRequest]:
+    continuation_cache: dict[str, tuple[int, ...]] = {}
+    contexts = lm.encode([prompt.context() for prompt in prompts], is_context=True)
+    requests = []
+    for prompt, context_ids in zip(prompts, contexts):
+        continuations = []
+        for text in prompt.continuations:
+            if text not in continuation_cache:
+                continuation_cache[text] = tuple(lm.encode(text, is_context=False))
+            continuations.append(continuation_cache[text])
+        longest = max(len(ids) for ids in continuations)
+        dropped = 0
+        while len(context_ids) + longest > lm.max_length:
+            dropped += 1
+            if dropped > len(prompt.demonstrations):
+                raise HarnessError(
+                    f"example {prompt.example_id} needs {len(context_ids) + longest} tokens without demonstrations, "
+                    f"more than the context window of {lm.name} ({lm.max_length})"
+                )
+            context_ids = lm.encode(prompt.context(dropped), is_context=True)
+        requests.append(
+            ScoringRequest(
+                context_ids=tuple(context_ids),
+                continuation_ids=tuple(continuations),
+                demo_ids=prompt.demo_ids[dropped:],
+                dropped_demos=dropped,
+            )
+        )
+    return requests

@@ -1,0 +1,112 @@
+"""One run, end to end: task -> examples -> prompts -> requests -> scores -> metrics -> record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from harness.config import RunConfig
+from harness.data import load_split
+from harness.demos import select_demonstrations
+from harness.errors import HarnessError
+from harness.metrics import compute_metrics
+from harness.models import load_language_model
+from harness.prompts import build_prompt, load_template
+from harness.records import config_hash, environment, run_dir_name, write_json, write_jsonl, write_text_atomic
+from harness.requests import build_requests
+from harness.scoring import LabelScores, score_requests
+
+METHODS = ("icl",)
+NORMALIZATIONS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def predict(scores: LabelScores, normalize: str) -> int:
+    """Index of the best label: highest summed log-prob, or per-token mean with normalize=mean."""
+    values = scores.logprobs
+    if normalize == "mean":
+        values = tuple(value / count for value, count in zip(values, scores.token_counts))
+    return max(range(len(values)), key=values.__getitem__)  # ties go to the first label
+
+
+def run(config: RunConfig, progress: bool = True) -> RunResult:
+    started = time.perf_counter()
+    _check(config)
+    task = config.task
+    template = load_template(task, config.template or task.default_template)
+    labels = list(task.labels)
+    examples = load_split(task, task.eval_split)
+    if config.limit is not None:
+        examples = examples[: config.limit]
+    pool = load_split(task, task.demo_split) if config.shots else []
+    demonstrations = select_demonstrations(pool, config.shots, config.seed, config.demos, labels)
+    prompts = [build_prompt(template, demonstrations, example) for example in examples]
+
+    lm = load_language_model(config.model, config.device)
+    requests = build_requests(prompts, lm)
+    scores, stats = score_requests(lm, requests, config.batch_size, config.prefix_cache, progress)
+    predictions = [predict(score, config.normalize) for score in scores]
+    references = [labels.index(example.label) for example in examples]
+    metrics = compute_metrics(task.metrics, predictions, references)
+
+    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    run_dir = Path(config.output_dir) / run_dir_name(resolved)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    write_jsonl(
+        run_dir / "predictions.jsonl",
+        (
+            {
+                "id": example.id,
+                "gold": example.label,
+                "prediction": labels[prediction],
+                "scores": dict(zip(labels, score.logprobs)),
+                "label_tokens": dict(zip(labels, score.token_counts)),
+                "demo_ids": list(request.demo_ids),
+                "dropped_demos": request.dropped_demos,
+            }
+            for example, score, prediction, request in zip(examples, scores, predictions, requests)
+        ),
+    )
+    record = {
+        "task": task.name,
+        "model": config.model.name,
+        "method": config.method.name,
+        "template": template.name,
+        "shots": config.shots,
+        "seed": config.seed,
+        "config_hash": config_hash(resolved),
+        **metrics,
+        "n": len(examples),
+        "demo_ids": [demo.id for demo in demonstrations],
+        "examples_with_dropped_demos": sum(1 for request in requests if request.dropped_demos),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "scoring_time_s": round(stats.seconds, 3),
+        "tokens_scored": stats.tokens_scored,
+        "tokens_forwarded": stats.tokens_forwarded,
+        "tokens_scored_per_s": round(stats.tokens_scored / stats.seconds, 1) if stats.seconds else None,
+        "device": str(lm.device),
+        "dtype": str(lm.model.dtype).removeprefix("torch."),
+        **environment(),
+    }
+    write_json(run_dir / "metrics.json", record)  # last: its presence marks a complete run
+    return RunResult(run_dir=run_dir, metrics=record)
+
+
+def _check(config: RunConfig) -> None:
+    if config.method.name not in METHODS:
+        raise HarnessError(f"method '{config.method.name}' is not available (methods: {', '.join(METHODS)})")
+    if config.normalize not in NORMALIZATIONS:
+        raise HarnessError(f"unknown normalize '{config.normalize}' (choose from: {', '.join(NORMALIZATIONS)})")
+    if config.batch_size < 1:
+        raise HarnessError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.limit is not None and config.limit < 1:
+        raise HarnessError(f"limit must be >= 1, got {config.limit}")

@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny GPT-2-architecture model and a tiny synthetic task, built here.
+
+No network: HF_HUB_OFFLINE=1, and the harness cache lives in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GPT2_TOKENIZER = SHARED / "gpt2-tokenizer"
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["a joyful film", "great acting and a fine plot", "I loved every minute", "warm and funny",
+            "a delight", "brilliant work", "moving and beautiful", "superb from start to end"]
+NEGATIVE = ["a dull mess", "boring and too long", "I hated it", "flat acting and a weak plot",
+            "a waste of time", "tedious work", "clumsy and ugly", "awful from start to end"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer GPT-2 with the real GPT-2 BPE tokenizer (no pad, no BOS added)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    if not GPT2_TOKENIZER.exists():
+        pytest.skip(f"{GPT2_TOKENIZER} is missing")
+    tokenizer = GPT2Tokenizer.from_pretrained(str(GPT2_TOKENIZER))
+    assert len(tokenizer) == 50257
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=4,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    target = tmp_path_factory.mktemp("models") / "tiny-gpt2"
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="session")
+def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HARNESS_PATH root with a toy sentiment task, its data and templates (good and broken)."""
+    root = tmp_path_factory.mktemp("taskroot")
+    data = root / "data"
+    train = [{"id": f"tr{i}", "text": t, "label": 1} for i, t in enumerate(POSITIVE[:6])]
+    train += [{"id": f"tr{i + 6}", "text": t, "label": 0} for i, t in enumerate(NEGATIVE[:6])]
+    test = [{"id": f"te{i}", "text": t, "label": 1} for i, t in enumerate(POSITIVE[6:])]
+    test += [{"id": f"te{i + 2}", "text": t, "label": 0} for i, t in enumerate(NEGATIVE[6:])]
+    _write_jsonl(data / "train.jsonl", train)
+    _write_jsonl(data / "test.jsonl", test)
+    (root / "tasks").mkdir()
+    (root / "tasks" / "toy.yaml").write_text(
+        "name: toy\nfields: [text]\nlabels: {neg: bad, pos: good}\ndemo_split: train\neval_split: test\n"
+        f"default_template: plain\ndata_dir: {data}\n"
+        "files:\n  splits: {train: train.jsonl, test: test.jsonl}\n  label_values: {0: neg, 1: pos}\n"
+    )
+    prompts = root / "prompts" / "toy"
+    prompts.mkdir(parents=True)
+    (prompts / "plain.yaml").write_text('example: "Text: {{ text }}\\nLabel: {{ answer }}"\nseparator: "\\n\\n"\n')
+    (prompts / "instructed.yaml").write_text(
+        'instruction: "Is the review good or bad?"\nexample: "Text: {{ text }}\\nLabel: {{ answer }}"\n'
+        'separator: "\\n\\n"\n'
+    )
+    (prompts / "multi.yaml").write_text(
+        'example: "Text: {{ text }}\\nLabel: {{ answer }}"\n'
+        "answer_choices: {neg: not at all wonderful, pos: truly wonderfully excellent}\n"
+    )
+    (prompts / "missing_field.yaml").write_text('example: "Text: {{ title }}\\nLabel: {{ answer }}"\n')
+    (prompts / "empty_verbalizer.yaml").write_text(
+        'example: "Text: {{ text }}\\nLabel: {{ answer }}"\nanswer_choices: {neg: "", pos: good}\n'
+    )
+    (prompts / "unsafe.yaml").write_text(
+        "example: \"{{ text.__class__.__mro__[1].__subclasses__() }} {{ answer }}\"\n"
+    )
+    return root
+
+
+@pytest.fixture()
+def harness_env(task_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for in-process and subprocess runs: toy tasks visible, cache isolated."""
+    monkeypatch.setenv("HARNESS_PATH", str(task_root))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    return dict(os.environ)
+
+
+def run_cli(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *arguments], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)

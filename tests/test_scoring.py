@@ -1,0 +1,116 @@
+"""Rank-classification scores: exact sums, cache on/off and batch-size invariance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import ModelConfig
+from harness.models import LanguageModel, load_language_model
+from harness.requests import ScoringRequest, build_requests
+from harness.prompts import Prompt
+from harness.scoring import score_requests
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir: Path) -> LanguageModel:
+    return load_language_model(ModelConfig(name="tiny", path=str(tiny_model_dir)), "cpu")
+
+
+def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
+    return Prompt(
+        example_id=example_id,
+        instruction="Rate the reviews.\n\n",
+        demonstrations=tuple(f"Text: {d}\nLabel: good\n\n" for d in demos),
+        demo_ids=tuple(f"d{i}" for i in range(len(demos))),
+        query=f"Text: {query}\nLabel:",
+        continuations=(" not at all wonderful", " truly wonderfully excellent", " good"),
+    )
+
+
+def _reference_logprob(lm: LanguageModel, context: str, continuation: str) -> float:
+    """Plain full recompute, one token at a time: log p(continuation | context)."""
+    context_ids = lm.tokenizer(context)["input_ids"]
+    continuation_ids = lm.tokenizer(continuation)["input_ids"]
+    ids = torch.tensor([context_ids + continuation_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(lm.model(ids).logits[0].double(), dim=-1)
+    return sum(
+        logprobs[len(context_ids) - 1 + i, token].item() for i, token in enumerate(continuation_ids)
+    )
+
+
+def test_multi_token_verbalizer_is_the_sum_of_its_token_logprobs(lm: LanguageModel) -> None:
+    prompt = _prompt("x", "a warm and funny film", demos=("great", "a delight"))
+    [scores], _ = score_requests(lm, build_requests([prompt], lm), batch_size=4, progress=False)
+    for label, continuation in enumerate(prompt.continuations):
+        expected = _reference_logprob(lm, prompt.context(), continuation)
+        assert scores.logprobs[label] == pytest.approx(expected, abs=1e-4)
+    assert scores.token_counts[0] == 4 and scores.token_counts[1] > 1  # multi-token verbalizers
+
+
+def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: LanguageModel) -> None:
+    queries = ["dull", "a joyful film with a long title that goes on", "ok", "warm", "I hated it a lot", "fine"]
+    prompts = [_prompt(f"q{i}", q, demos=("brilliant work", "awful from start to end")) for i, q in enumerate(queries)]
+    requests = build_requests(prompts, lm)
+    reference, _ = score_requests(lm, requests, batch_size=1, prefix_cache=False, progress=False)
+    for batch_size in (1, 2, 5, 64):
+        for prefix_cache in (True, False):
+            scores, _ = score_requests(lm, requests, batch_size=batch_size, prefix_cache=prefix_cache, progress=False)
+            for got, want in zip(scores, reference):
+                assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_prefix_cache_runs_the_shared_prefix_once(lm: LanguageModel) -> None:
+    prompts = [_prompt(f"q{i}", q, demos=("brilliant work", "a delight")) for i, q in enumerate(["dull", "warm"])]
+    requests = build_requests(prompts, lm)
+    _, cached = score_requests(lm, requests, batch_size=8, prefix_cache=True, progress=False)
+    _, uncached = score_requests(lm, requests, batch_size=8, prefix_cache=False, progress=False)
+    assert cached.tokens_scored == uncached.tokens_scored
+    assert cached.tokens_forwarded < uncached.tokens_forwarded
+
+
+def test_requests_for_different_demonstration_sets_are_scored_separately(lm: LanguageModel) -> None:
+    prompts = [_prompt("a", "dull", demos=("great",)), _prompt("b", "dull", demos=("a delight", "superb"))]
+    requests = build_requests(prompts, lm)
+    scores, _ = score_requests(lm, requests, batch_size=8, progress=False)
+    for prompt, score in zip(prompts, scores):
+        assert score.logprobs[2] == pytest.approx(_reference_logprob(lm, prompt.context(), " good"), abs=1e-4)
+
+
+def test_context_window_policy_drops_oldest_demonstrations(lm: LanguageModel) -> None:
+    lm_small = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, max_length=40, add_bos=None)
+    demos = ("first demonstration is here", "second one", "third and last one")
+    [request] = build_requests([_prompt("x", "short", demos=demos)], lm_small)
+    assert request.dropped_demos >= 1
+    assert request.demo_ids == ("d0", "d1", "d2")[request.dropped_demos :]
+    assert len(request.context_ids) + max(map(len, request.continuation_ids)) <= 40
+
+
+def test_a_test_input_longer_than_the_window_is_an_error_not_a_cut(lm: LanguageModel) -> None:
+    from harness.errors import HarnessError
+
+    lm_small = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, max_length=12, add_bos=None)
+    with pytest.raises(HarnessError, match="context window"):
+        build_requests([_prompt("x", "a very long review " * 5)], lm_small)
+
+
+def test_gpt2_gets_no_bos_and_add_bos_prepends_it(lm: LanguageModel) -> None:
+    plain = lm.encode("Text: hi", is_context=True)
+    assert plain[0] != lm.tokenizer.bos_token_id
+    with_bos = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, lm.max_length, add_bos=True)
+    assert with_bos.encode("Text: hi", is_context=True) == [lm.tokenizer.bos_token_id, *plain]
+    assert with_bos.encode(" good", is_context=False) == lm.encode(" good", is_context=False)
+
+
+def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
+    prompt = _prompt("x", "warm")
+    [request] = build_requests([prompt], lm)
+    assert request == ScoringRequest(
+        context_ids=tuple(lm.tokenizer(prompt.context())["input_ids"]),
+        continuation_ids=tuple(tuple(lm.tokenizer(c)["input_ids"]) for c in prompt.continuations),
+        demo_ids=(),
+        dropped_demos=0,
+    )
