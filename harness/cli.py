@@ -17,6 +17,8 @@ from harness.errors import HarnessError
 from harness.registry import MODEL_CONFIG_DIR, load_task_node, model_names, register_configs, task_files, template_files
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp", "--config-name",
+                          "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 HYDRA_FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--version"}
 
 
@@ -25,7 +27,7 @@ def run_command(arguments: list[str]) -> int:
     arguments = _expand_model_override(arguments)
     if not HYDRA_FLAGS_WITHOUT_RUN & set(arguments):
         _check_overrides([arg for arg in arguments if not arg.startswith("-")])
-    sys.argv = [sys.argv[0], *arguments]
+    sys.argv = [sys.argv[0], *_flags_first(arguments)]
     _hydra_app()
     return 0
 
@@ -47,6 +49,23 @@ def _hydra_app(config: DictConfig) -> None:
     print(f"run record: {result.run_dir}")
 
 
+def _flags_first(arguments: list[str]) -> list[str]:
+    """Hydra's parser takes flags only before the overrides; users write `run task=x -m shots=0,4`."""
+    flags, overrides = [], []
+    taking_value = False
+    for arg in arguments:
+        if arg.startswith("-"):
+            flags.append(arg)
+            taking_value = arg in HYDRA_FLAGS_WITH_VALUE
+        elif taking_value and "=" not in arg:
+            flags.append(arg)
+            taking_value = False
+        else:
+            overrides.append(arg)
+            taking_value = False
+    return flags + overrides
+
+
 def _expand_model_override(arguments: list[str]) -> list[str]:
     """`model=<hub id or path>` that names no model config means the generic `hf` config."""
     expanded = []
@@ -60,25 +79,28 @@ def _expand_model_override(arguments: list[str]) -> list[str]:
 
 
 def _check_overrides(overrides: list[str]) -> None:
-    """Compose once (first value of every sweep) so a bad override fails in one line, before any sweep."""
+    """Compose every value of every override once, so a bad one fails in one line before any job runs."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        single = []
-        for override in parsed:
-            if override.is_sweep_override():
-                single.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
-            else:
-                single.append(override.input_line)
+        choices = [
+            [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+            else [o.input_line]
+            for o in parsed
+        ]
+        first = [values[0] for values in choices]
+        variants = [first] + [first[:i] + [value] + first[i + 1 :] for i, values in enumerate(choices) for value in values[1:]]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            compose(config_name="config", overrides=single)
+            for variant in variants:
+                compose(config_name="config", overrides=variant)
     except MissingConfigException as error:
-        group = (error.missing_cfg_file or "").split("/")[0]
+        group, _, name = (error.missing_cfg_file or "config").rpartition("/")
         options = f" (choose from: {', '.join(error.options)})" if error.options else ""
-        raise HarnessError(f"unknown {group or 'config'} '{error.missing_cfg_file}'{options}") from None
+        raise HarnessError(f"unknown {group or 'config'} '{name}'{options}") from None
     except (HydraException, OmegaConfBaseException) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = next((line for line in lines[1:] if "not in struct" in line or "Value '" in line), "")
-        raise HarnessError(" ".join(filter(None, [lines[0] if lines else type(error).__name__, detail]))) from None
+        # Hydra says what it tried ("Could not override 'foo'."); its cause says why ("Key 'foo' not in ...").
+        what = str(error).splitlines()[0].rstrip(".")
+        why = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
+        raise HarnessError(f"{what}: {why}" if why else what) from None
 
 
 def _results_table(metrics: dict) -> str:

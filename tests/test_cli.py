@@ -1,0 +1,131 @@
+"""The command line as a user runs it: records on disk, reproducibility, sweeps, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def _run(tmp_path: Path, env: dict, model: Path, *overrides: str, output: str = "out"):
+    return run_cli("run", "task=toy", f"model={model}", f"output_dir={tmp_path / output}", *overrides,
+                   env=env, cwd=tmp_path)
+
+
+def _only_run_dir(output: Path) -> Path:
+    [run_dir] = [p for p in output.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir
+
+
+def test_run_writes_every_file(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    done = _run(tmp_path, harness_env, tiny_model_dir, "shots=2", "seed=7", "batch_size=3")
+    assert done.returncode == 0, done.stderr
+    run_dir = _only_run_dir(tmp_path / "out")
+    assert run_dir.name.startswith("toy__tiny-gpt2__icl__2shot__seed7__")
+    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.json", "predictions.jsonl"}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "n", "wall_time_s", "tokens_scored_per_s", "device", "versions", "git_commit"):
+        assert key in metrics
+    assert metrics["n"] == 4 and metrics["device"] == "cpu" and len(metrics["demo_ids"]) == 2
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["te0", "te1", "te2", "te3"]
+    assert all(set(row["scores"]) == {"neg", "pos"} and row["demo_ids"] == metrics["demo_ids"] for row in rows)
+    assert sum(row["prediction"] == row["gold"] for row in rows) / 4 == metrics["accuracy"]
+    assert "accuracy" in done.stdout and str(run_dir.name) in done.stdout
+    assert not list(run_dir.glob("*.partial"))
+
+
+def test_same_seed_same_demonstrations_and_predictions(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    runs = {}
+    for output, batch_size in (("a", 1), ("b", 8)):
+        done = _run(tmp_path, harness_env, tiny_model_dir, "shots=3", "seed=5", f"batch_size={batch_size}",
+                    output=output)
+        assert done.returncode == 0, done.stderr
+        run_dir = _only_run_dir(tmp_path / output)
+        runs[output] = (run_dir.name, [json.loads(line) for line in (run_dir / "predictions.jsonl").open()])
+    (name_a, rows_a), (name_b, rows_b) = runs["a"], runs["b"]
+    assert name_a == name_b  # batch size does not enter the config hash
+    for row_a, row_b in zip(rows_a, rows_b):
+        assert row_a["demo_ids"] == row_b["demo_ids"] and row_a["prediction"] == row_b["prediction"]
+        for label in row_a["scores"]:
+            assert row_a["scores"][label] == pytest.approx(row_b["scores"][label], abs=1e-4)
+
+
+def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    done = _run(tmp_path, harness_env, tiny_model_dir, "-m", "shots=0,1", "seed=1,2")
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert names == ["toy__tiny-gpt2__icl__0shot__seed1", "toy__tiny-gpt2__icl__0shot__seed2",
+                     "toy__tiny-gpt2__icl__1shot__seed1", "toy__tiny-gpt2__icl__1shot__seed2"]
+
+
+def test_list_and_help(tmp_path: Path, harness_env: dict) -> None:
+    listed = run_cli("list", env=harness_env, cwd=tmp_path)
+    assert listed.returncode == 0 and "toy" in listed.stdout and "smollm2-135m" in listed.stdout
+    assert "plain*" in listed.stdout
+    helped = run_cli("--help", env=harness_env, cwd=tmp_path)
+    assert helped.returncode == 0 and "run" in helped.stdout
+    run_help = run_cli("run", "--help", env=harness_env, cwd=tmp_path)
+    assert run_help.returncode == 0 and "task: " in run_help.stdout
+
+
+BAD_INPUTS = {
+    "unknown task": (["task=nope"], "unknown task 'nope'"),
+    "unknown template": (["template=nope"], "unknown template 'nope'"),
+    "unknown model path": (["model=./no/such/model"], "model path not found"),
+    "unknown config key": (["colour=blue"], "Key 'colour' not in"),
+    "bad value type": (["shots=many"], "could not be converted to Integer"),
+    "missing field": (["template=missing_field"], "uses field(s) ['title']"),
+    "empty verbalizer": (["template=empty_verbalizer"], "empty verbalizer"),
+    "too many shots": (["shots=13"], "pool holds only 12"),
+    "missing data file": (["task.files.splits.test=nope.jsonl"], "data file not found"),
+    "unknown method": (["method=nope"], "unknown method 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_nonzero_exit(case: str, tmp_path: Path, harness_env: dict,
+                                                   tiny_model_dir: Path) -> None:
+    overrides, message = BAD_INPUTS[case]
+    arguments = ["run", "task=toy", f"output_dir={tmp_path / 'out'}"]
+    if not any(o.startswith("model=") for o in overrides):
+        arguments.append(f"model={tiny_model_dir}")
+    done = run_cli(*arguments, *overrides, env=harness_env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unreadable_data_file(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.jsonl").write_text('{"text": "a", "label": 1}\n')
+    (broken / "test.jsonl").write_text("this is not json\n")
+    done = _run(tmp_path, harness_env, tiny_model_dir, f"task.data_dir={broken}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: cannot load dataset" in done.stderr
+
+
+def test_hub_id_while_offline_fails_fast(tmp_path: Path, harness_env: dict) -> None:
+    env = {**harness_env, "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    env.pop("HF_HUB_OFFLINE")
+    done = run_cli("run", "task=toy", "model=some-org/some-model", f"output_dir={tmp_path}", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: model 'some-org/some-model' must come from the Hugging Face hub, which cannot be reached" in done.stderr
+    offline = run_cli("run", "task=toy", "model=some-org/some-model", f"output_dir={tmp_path}", env=harness_env,
+                      cwd=tmp_path)
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert "error: cannot load model 'some-org/some-model'" in offline.stderr
+
+
+def test_hub_dataset_while_offline_fails_fast(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    env = {**harness_env, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE")
+    done = run_cli("run", "task=sst2", f"model={tiny_model_dir}", f"output_dir={tmp_path}", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: dataset 'nyu-mll/glue' must come from the Hugging Face hub" in done.stderr

@@ -1,0 +1,90 @@
+"""Templates render exactly, validate their fields and verbalizers, and stay in the sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.data import Example, load_split
+from harness.errors import HarnessError
+from harness.prompts import build_prompt, load_template
+from harness.registry import load_task_node, task_files
+from omegaconf import OmegaConf
+
+
+def _task(name: str):
+    return OmegaConf.to_object(load_task_node(task_files()[name]))
+
+
+def test_k_shot_prompt_renders_exactly(harness_env: dict) -> None:
+    task = _task("toy")
+    template = load_template(task, "instructed")
+    demos = [Example("d1", {"text": "a delight"}, "pos"), Example("d2", {"text": "I hated it"}, "neg")]
+    prompt = build_prompt(template, demos, Example("t1", {"text": "warm and funny"}, "pos"))
+    assert prompt.context() == (
+        "Is the review good or bad?\n\n"
+        "Text: a delight\nLabel: good\n\n"
+        "Text: I hated it\nLabel: bad\n\n"
+        "Text: warm and funny\nLabel:"
+    )
+    assert prompt.continuations == (" bad", " good")
+    assert prompt.demo_ids == ("d1", "d2")
+    assert prompt.context(dropped_demos=1).startswith("Is the review good or bad?\n\nText: I hated it")
+
+
+def test_zero_shot_prompt_and_template_verbalizers(harness_env: dict) -> None:
+    task = _task("toy")
+    prompt = build_prompt(load_template(task, "multi"), [], Example("t", {"text": "ok"}, "neg"))
+    assert prompt.context() == "Text: ok\nLabel:"
+    assert prompt.continuations == (" not at all wonderful", " truly wonderfully excellent")
+
+
+def test_text_after_the_answer_stays_in_demonstrations_only() -> None:
+    task = OmegaConf.to_object(load_task_node(task_files()["sentiment"]))
+    template = load_template(task, "it_was")
+    prompt = build_prompt(template, [Example("d", {"text": "Superb."}, "fresh")], Example("t", {"text": "Dull."}, "rotten"))
+    assert prompt.context() == "Superb. It was great .\nDull. It was"
+    assert prompt.continuations == (" terrible", " great")
+
+
+def test_template_with_a_missing_field_is_rejected(harness_env: dict) -> None:
+    with pytest.raises(HarnessError, match=r"uses field\(s\) \['title'\]"):
+        load_template(_task("toy"), "missing_field")
+
+
+def test_empty_verbalizer_is_rejected(harness_env: dict) -> None:
+    with pytest.raises(HarnessError, match="empty verbalizer"):
+        load_template(_task("toy"), "empty_verbalizer")
+
+
+def test_unknown_template_lists_the_known_ones(harness_env: dict) -> None:
+    with pytest.raises(HarnessError, match="unknown template 'nope'.*plain"):
+        load_template(_task("toy"), "nope")
+
+
+def test_templates_render_in_a_sandbox(harness_env: dict) -> None:
+    template = load_template(_task("toy"), "unsafe")
+    with pytest.raises(HarnessError, match="unsafe|access"):
+        build_prompt(template, [], Example("t", {"text": "x"}, "neg"))
+
+
+@pytest.mark.parametrize("task_name", ["sentiment", "sst2", "agnews", "trec"])
+def test_every_builtin_template_loads(task_name: str) -> None:
+    task = _task(task_name)
+    from harness.registry import template_files
+
+    names = list(template_files(task_name))
+    assert task.default_template in names and len(names) >= 2
+    for name in names:
+        template = load_template(task, name)
+        example = Example("x", {field: "some text" for field in task.fields}, next(iter(task.labels)))
+        prompt = build_prompt(template, [example], example)
+        assert len(prompt.continuations) == len(task.labels)
+        assert prompt.query and all(c.strip() for c in prompt.continuations)
+
+
+def test_toy_data_loads_with_label_mapping(harness_env: dict) -> None:
+    examples = load_split(_task("toy"), "test")
+    assert [e.id for e in examples] == ["te0", "te1", "te2", "te3"]
+    assert [e.label for e in examples] == ["pos", "pos", "neg", "neg"]
