@@ -2,15 +2,17 @@
 
 Rank classification. For each request the context is shared by all labels, and within a
 demonstration set most of the context (instruction + demonstrations) is shared by all test
-examples. That shared token prefix is encoded once; every (example, label) row then runs
-only its own tokens on top of the cached keys and values. With prefix_cache=False the
+examples. That shared token prefix is encoded once; every row then runs only its own tokens on
+top of the cached keys and values. A row is one test example's context plus the tokens that
+some labels share before their last token, so labels with single-token verbalizers are all
+scored from one pass. With prefix_cache=False the
 prefix is empty and each row is recomputed in full: the reference the cached path must match.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,6 +39,25 @@ class ScoringStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One sequence to run: a request's context plus `stem`, scoring every label whose continuation is stem + 1 token.
+
+    Labels with single-token verbalizers share the empty stem, so one pass scores them all.
+    """
+
+    request: int
+    stem: tuple[int, ...]
+    labels: tuple[int, ...]
+
+
+def _rows(index: int, request: ScoringRequest) -> list[_Row]:
+    by_stem: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for label, ids in enumerate(request.continuation_ids):
+        by_stem[ids[:-1]].append(label)
+    return [_Row(index, stem, tuple(labels)) for stem, labels in by_stem.items()]
+
+
 @torch.inference_mode()
 def score_requests(
     lm: LanguageModel,
@@ -51,22 +72,24 @@ def score_requests(
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
         groups[request.demo_ids].append(index)
-    rows_total = sum(len(request.continuation_ids) for request in requests)
-    with tqdm(total=rows_total, unit="seq", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(requests), unit="ex", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
         for members in groups.values():
             contexts = [requests[i].context_ids for i in members]
             prefix_length = _shared_prefix_length(contexts) if prefix_cache else 0
             prefix = _encode_prefix(lm, contexts[0][:prefix_length]) if prefix_length else None
             forwarded += prefix_length
-            rows = [(i, label) for i in members for label in range(len(requests[i].continuation_ids))]
-            rows.sort(key=lambda row: -len(requests[row[0]].context_ids) - len(requests[row[0]].continuation_ids[row[1]]))
+            rows = [row for i in members for row in _rows(i, requests[i])]
+            rows.sort(key=lambda row: -len(requests[row.request].context_ids) - len(row.stem))
+            remaining = Counter(row.request for row in rows)
             for batch_start in range(0, len(rows), batch_size):
                 batch = rows[batch_start : batch_start + batch_size]
-                sums, tokens_run = _score_batch(lm, prefix, prefix_length, [(requests[i], label) for i, label in batch])
-                for (i, label), value in zip(batch, sums):
-                    logprobs[i][label] = value
+                values, tokens_run = _score_batch(lm, prefix, prefix_length, requests, batch)
+                for row, row_values in zip(batch, values):
+                    for label, value in zip(row.labels, row_values):
+                        logprobs[row.request][label] = value
+                    remaining[row.request] -= 1
+                    bar.update(remaining[row.request] == 0)
                 forwarded += tokens_run
-                bar.update(len(batch))
     scores = [
         LabelScores(tuple(values), tuple(len(ids) for ids in request.continuation_ids))
         for values, request in zip(logprobs, requests)
@@ -95,31 +118,26 @@ def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> PrefixCache:
 
 
 def _score_batch(
-    lm: LanguageModel, prefix: PrefixCache | None, prefix_length: int, rows: Sequence[tuple[ScoringRequest, int]]
-) -> tuple[list[float], int]:
-    """Summed continuation log-probs of each row, and the number of real tokens run."""
-    inputs, starts, targets = [], [], []
-    for request, label in rows:
-        continuation = request.continuation_ids[label]
-        sequence = request.context_ids[prefix_length:] + continuation
-        inputs.append(sequence[:-1])  # the last token predicts nothing we need
-        starts.append(len(request.context_ids) - prefix_length - 1)  # position predicting the first label token
-        targets.append(continuation)
+    lm: LanguageModel,
+    prefix: PrefixCache | None,
+    prefix_length: int,
+    requests: Sequence[ScoringRequest],
+    rows: Sequence[_Row],
+) -> tuple[list[list[float]], int]:
+    """Per row, the summed continuation log-prob of each of its labels; and the number of real tokens run."""
+    inputs = [requests[row.request].context_ids[prefix_length:] + row.stem for row in rows]
     batch, width = len(rows), max(map(len, inputs))
-    span = max(map(len, targets))
+    span = max(len(row.stem) for row in rows) + 1  # positions per row whose next-token distribution is needed
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # GPT-2 has none
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, prefix_length + width), dtype=torch.long)
     attention_mask[:, :prefix_length] = 1
-    keep = torch.zeros((batch, span), dtype=torch.long)  # positions whose logits are needed
-    target_ids = torch.zeros((batch, span), dtype=torch.long)
-    valid = torch.zeros((batch, span), dtype=torch.bool)
-    for row, (ids, start, target) in enumerate(zip(inputs, starts, targets)):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, prefix_length : prefix_length + len(ids)] = 1  # right padding stays masked
-        keep[row] = start + torch.arange(span).clamp(max=len(target) - 1)
-        target_ids[row, : len(target)] = torch.tensor(target)
-        valid[row, : len(target)] = True
+    keep = torch.zeros((batch, span), dtype=torch.long)
+    for index, (row, ids) in enumerate(zip(rows, inputs)):
+        input_ids[index, : len(ids)] = torch.tensor(ids)
+        attention_mask[index, prefix_length : prefix_length + len(ids)] = 1  # right padding stays masked
+        first = len(ids) - len(row.stem) - 1  # the last context token predicts the first label token
+        keep[index] = first + torch.arange(span).clamp(max=len(row.stem))
     position_ids = (prefix_length + torch.arange(width)).expand(batch, width)
     cache = None
     if prefix is not None:
@@ -134,6 +152,13 @@ def _score_batch(
         use_cache=cache is not None,
         logits_to_keep=keep.to(device),
     ).logits
-    token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, target_ids.to(device)[..., None])[..., 0]
-    sums = torch.where(valid.to(device), token_logprobs, 0.0).sum(dim=-1)
-    return sums.tolist(), sum(map(len, inputs))
+    token_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+    values = []
+    for index, row in enumerate(rows):
+        stem_total = sum(token_logprobs[index, j, token].item() for j, token in enumerate(row.stem))
+        last = len(row.stem)
+        values.append([
+            stem_total + token_logprobs[index, last, requests[row.request].continuation_ids[label][-1]].item()
+            for label in row.labels
+        ])
+    return values, sum(map(len, inputs))

@@ -26,7 +26,7 @@ def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
         demonstrations=tuple(f"Text: {d}\nLabel: good\n\n" for d in demos),
         demo_ids=tuple(f"d{i}" for i in range(len(demos))),
         query=f"Text: {query}\nLabel:",
-        continuations=(" not at all wonderful", " truly wonderfully excellent", " good"),
+        continuations=(" not at all wonderful", " truly wonderfully excellent", " good", " very good", " very bad", " bad"),
     )
 
 
@@ -48,7 +48,7 @@ def test_multi_token_verbalizer_is_the_sum_of_its_token_logprobs(lm: LanguageMod
     for label, continuation in enumerate(prompt.continuations):
         expected = _reference_logprob(lm, prompt.context(), continuation)
         assert scores.logprobs[label] == pytest.approx(expected, abs=1e-4)
-    assert scores.token_counts[0] == 4 and scores.token_counts[1] > 1  # multi-token verbalizers
+    assert scores.token_counts[:3] == (4, 3, 1) and scores.token_counts[3:] == (2, 2, 1)  # " very" is a shared stem
 
 
 def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: LanguageModel) -> None:
