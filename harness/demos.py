@@ -13,7 +13,7 @@ import numpy as np
 from harness.data import Example
 from harness.errors import HarnessError
 
-STRATEGIES = ("random", "balanced")
+STRATEGIES = ("random", "balanced", "first_n")
 
 
 def select_demonstrations(
@@ -27,6 +27,8 @@ def select_demonstrations(
         return []
     if k > len(pool):
         raise HarnessError(f"shots={k} but the demonstration pool holds only {len(pool)} examples")
+    if strategy == "first_n":  # the pool's first k rows, the same for every seed (lm-evaluation-harness's first_n)
+        return list(pool[:k])
     rng = np.random.default_rng(seed)
     if strategy == "random":
         return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]

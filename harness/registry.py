@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.config import HubSourceConfig, ModelConfig, RunConfig, SourceConfig, TaskConfig
+from harness.config import HubSourceConfig, RunConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -70,6 +70,5 @@ def load_task_node(path: Path) -> OmegaConf:
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
     for name, path in task_files().items():
         store.store(group="task", name=name, node=load_task_node(path))

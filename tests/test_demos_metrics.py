@@ -30,6 +30,11 @@ def test_balanced_demonstrations_have_equal_label_counts() -> None:
     assert sorted(Counter(e.label for e in odd).values()) == [2, 3]
 
 
+def test_first_n_takes_the_pool_head_whatever_the_seed() -> None:
+    for seed in (1, 2):
+        assert [e.id for e in select_demonstrations(POOL, 3, seed, "first_n", ["neg", "pos"])] == ["e0", "e1", "e2"]
+
+
 def test_zero_shots_and_bad_requests() -> None:
     assert select_demonstrations(POOL, 0, seed=1, strategy="random", labels=["neg", "pos"]) == []
     with pytest.raises(HarnessError, match="pool holds only 30"):
