@@ -58,7 +58,22 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "icl"
+    """How the model learns from the k examples: in context (icl) or by light fine-tuning."""
+
+    name: str = "icl"  # icl | lora | ia3 | prompt_tuning | bitfit | full
+    learning_rate: float = 0.0
+    steps: int = 0  # optimizer steps
+    batch_size: int = 8  # training examples per step (at most k)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1  # linear warm-up, then linear decay to 0
+    max_grad_norm: float = 1.0
+    rank: int = 8  # lora
+    alpha: float = 16.0  # lora
+    dropout: float = 0.0  # lora
+    target_modules: Optional[List[str]] = None  # lora, ia3: default from peft for the architecture
+    feedforward_modules: Optional[List[str]] = None  # ia3
+    num_virtual_tokens: int = 20  # prompt_tuning
+    save_weights: bool = True  # keep the adapter (or changed weights) in the run directory
 
 
 @dataclass
@@ -67,7 +82,8 @@ class RunConfig:
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
     template: Optional[str] = None  # default: the task's default_template
-    shots: int = 0
+    shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
+    eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
     demos: str = "random"  # random | balanced
     limit: Optional[int] = None  # score only the first N evaluation examples

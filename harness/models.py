@@ -29,6 +29,12 @@ class LanguageModel:
     device: torch.device
     max_length: int  # context window in tokens
     add_bos: bool | None  # None: the tokenizer's own default
+    soft_prompt: torch.Tensor | None = None  # prompt tuning: (virtual tokens, hidden) prepended to every input
+
+    @property
+    def token_window(self) -> int:
+        """Tokens a prompt may use: the context window less the soft prompt."""
+        return self.max_length - (0 if self.soft_prompt is None else self.soft_prompt.shape[0])
 
     def encode(self, text: str | list[str], *, is_context: bool) -> list[int] | list[list[int]]:
         """Token ids; only a context (never a continuation) may start with special tokens."""

@@ -38,12 +38,12 @@ def build_requests(prompts: Sequence[Prompt], lm: LanguageModel) -> list[Scoring
             continuations.append(continuation_cache[text])
         longest = max(len(ids) for ids in continuations)
         dropped = 0
-        while len(context_ids) + longest > lm.max_length:
+        while len(context_ids) + longest > lm.token_window:
             dropped += 1
             if dropped > len(prompt.demonstrations):
                 raise HarnessError(
                     f"example {prompt.example_id} needs {len(context_ids) + longest} tokens without demonstrations, "
-                    f"more than the context window of {lm.name} ({lm.max_length})"
+                    f"more than the context window of {lm.name} ({lm.token_window})"
                 )
             context_ids = lm.encode(prompt.context(dropped), is_context=True)
         requests.append(

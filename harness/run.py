@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from harness.config import RunConfig
 from harness.data import load_split
 from harness.demos import select_demonstrations
 from harness.errors import HarnessError
+from harness.finetune import METHODS as FINETUNING_METHODS
+from harness.finetune import finetune
 from harness.metrics import compute_metrics
 from harness.models import load_language_model
 from harness.prompts import build_prompt, load_template
@@ -20,7 +22,7 @@ from harness.records import config_hash, environment, run_dir_name, write_json, 
 from harness.requests import build_requests
 from harness.scoring import LabelScores, score_requests
 
-METHODS = ("icl",)
+METHODS = ("icl", *FINETUNING_METHODS)
 NORMALIZATIONS = ("sum", "mean")
 
 
@@ -48,18 +50,23 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     if config.limit is not None:
         examples = examples[: config.limit]
     pool = load_split(task, task.demo_split) if config.shots else []
+    # ICL shows these k examples; fine-tuning trains on exactly the same ones.
     demonstrations = select_demonstrations(pool, config.shots, config.seed, config.demos, labels)
-    prompts = [build_prompt(template, demonstrations, example) for example in examples]
+    in_prompt = demonstrations if config.method.name == "icl" else demonstrations[: config.eval_shots]
+    prompts = [build_prompt(template, in_prompt, example) for example in examples]
+    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    run_dir = Path(config.output_dir) / run_dir_name(resolved)
 
     lm = load_language_model(config.model, config.device)
+    training = None
+    if config.method.name != "icl":
+        training = finetune(lm, config.method, template, demonstrations, config.seed, run_dir, progress)
     requests = build_requests(prompts, lm)
     scores, stats = score_requests(lm, requests, config.batch_size, config.prefix_cache, progress)
     predictions = [predict(score, config.normalize) for score in scores]
     references = [labels.index(example.label) for example in examples]
     metrics = compute_metrics(task.metrics, predictions, references)
 
-    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-    run_dir = Path(config.output_dir) / run_dir_name(resolved)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
     write_jsonl(
         run_dir / "predictions.jsonl",
@@ -86,13 +93,17 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         "config_hash": config_hash(resolved),
         **metrics,
         "n": len(examples),
-        "demo_ids": [demo.id for demo in demonstrations],
+        "demo_ids": [demo.id for demo in in_prompt],
+        "train_ids": [demo.id for demo in demonstrations] if training else [],
         "examples_with_dropped_demos": sum(1 for request in requests if request.dropped_demos),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "scoring_time_s": round(stats.seconds, 3),
         "tokens_scored": stats.tokens_scored,
         "tokens_forwarded": stats.tokens_forwarded,
         "tokens_scored_per_s": round(stats.tokens_scored / stats.seconds, 1) if stats.seconds else None,
+        # what each test query costs at inference: ICL pays for its demonstrations every time
+        "inference_tokens_per_example": round(stats.tokens_scored / len(examples), 1),
+        "training": asdict(training) if training else None,
         "device": str(lm.device),
         "dtype": str(lm.model.dtype).removeprefix("torch."),
         **environment(),
@@ -104,6 +115,10 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
 def _check(config: RunConfig) -> None:
     if config.method.name not in METHODS:
         raise HarnessError(f"method '{config.method.name}' is not available (methods: {', '.join(METHODS)})")
+    if config.eval_shots and config.method.name == "icl":
+        raise HarnessError("eval_shots applies to fine-tuning methods; for icl use shots")
+    if not 0 <= config.eval_shots <= config.shots:
+        raise HarnessError(f"eval_shots must be between 0 and shots ({config.shots}), got {config.eval_shots}")
     if config.normalize not in NORMALIZATIONS:
         raise HarnessError(f"unknown normalize '{config.normalize}' (choose from: {', '.join(NORMALIZATIONS)})")
     if config.batch_size < 1:

@@ -76,7 +76,7 @@ def score_requests(
         for members in groups.values():
             contexts = [requests[i].context_ids for i in members]
             prefix_length = _shared_prefix_length(contexts) if prefix_cache else 0
-            prefix = _encode_prefix(lm, contexts[0][:prefix_length]) if prefix_length else None
+            prefix = _encode_prefix(lm, contexts[0][:prefix_length])
             forwarded += prefix_length
             rows = [row for i in members for row in _rows(i, requests[i])]
             rows.sort(key=lambda row: -len(requests[row.request].context_ids) - len(row.stem))
@@ -111,9 +111,16 @@ def _shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
     return length
 
 
-def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> PrefixCache:
-    input_ids = torch.tensor([ids], device=lm.device)
-    output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> PrefixCache | None:
+    """Keys and values of the soft prompt (prompt tuning), if any, followed by `ids`."""
+    input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
+    if lm.soft_prompt is None:
+        if not ids:
+            return None
+        output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    else:
+        embeddings = torch.cat([lm.soft_prompt[None], lm.model.get_input_embeddings()(input_ids)], dim=1)
+        output = lm.model(inputs_embeds=embeddings, use_cache=True, logits_to_keep=1)
     return [(keys, values) for keys, values, *_ in output.cache]
 
 
@@ -124,21 +131,26 @@ def _score_batch(
     requests: Sequence[ScoringRequest],
     rows: Sequence[_Row],
 ) -> tuple[list[list[float]], int]:
-    """Per row, the summed continuation log-prob of each of its labels; and the number of real tokens run."""
+    """Per row, the summed continuation log-prob of each of its labels; and the number of real tokens run.
+
+    The rows continue after `prefix`, which holds the soft prompt (if any) and the first `prefix_length`
+    context tokens of every row.
+    """
     inputs = [requests[row.request].context_ids[prefix_length:] + row.stem for row in rows]
+    cached = 0 if prefix is None else prefix[0][0].shape[2]
     batch, width = len(rows), max(map(len, inputs))
     span = max(len(row.stem) for row in rows) + 1  # positions per row whose next-token distribution is needed
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # GPT-2 has none
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, prefix_length + width), dtype=torch.long)
-    attention_mask[:, :prefix_length] = 1
+    attention_mask = torch.zeros((batch, cached + width), dtype=torch.long)
+    attention_mask[:, :cached] = 1
     keep = torch.zeros((batch, span), dtype=torch.long)
     for index, (row, ids) in enumerate(zip(rows, inputs)):
         input_ids[index, : len(ids)] = torch.tensor(ids)
-        attention_mask[index, prefix_length : prefix_length + len(ids)] = 1  # right padding stays masked
+        attention_mask[index, cached : cached + len(ids)] = 1  # right padding stays masked
         first = len(ids) - len(row.stem) - 1  # the last context token predicts the first label token
         keep[index] = first + torch.arange(span).clamp(max=len(row.stem))
-    position_ids = (prefix_length + torch.arange(width)).expand(batch, width)
+    position_ids = (cached + torch.arange(width)).expand(batch, width)
     cache = None
     if prefix is not None:
         expanded = [(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in prefix]

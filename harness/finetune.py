@@ -1,0 +1,269 @@
+"""Light fine-tuning on the k examples an ICL run would show, under the same prompt.
+
+Training is prompt-based (LM-BFF style): each example is rendered with the run's template,
+exactly as a zero-shot query, and the loss is the cross-entropy of its gold verbalizer tokens
+after the prompt. The tuned model is then scored by the same rank classification as ICL.
+
+After training, LoRA and IA3 adapters are merged into the weights and prompt tuning leaves a
+soft prompt on the LanguageModel, so the one scorer serves every method.
+
+Training FLOPs are estimated as (4 N + 2 N_trainable) per token seen: forward 2N, the backward
+pass through activations 2N, and weight gradients 2 per trainable parameter (6N for full
+tuning), with N the parameters that take part in matmuls (all parameters, tied ones once).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.pytorch_utils import Conv1D
+
+from harness.config import MethodConfig
+from harness.data import Example
+from harness.errors import HarnessError
+from harness.models import LanguageModel
+from harness.prompts import Template, build_prompt
+
+METHODS = ("lora", "ia3", "prompt_tuning", "bitfit", "full")
+ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
+WEIGHTS_FILE = "weights.safetensors"  # bitfit and full: the tensors that changed
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    trainable_parameters: int
+    total_parameters: int
+    steps: int
+    examples_seen: int
+    tokens_seen: int
+    train_time_s: float
+    peak_memory_mb: float
+    train_flops: float
+    losses: list[float]  # one per step
+
+
+Finish = Callable[[Path | None], None]  # turns the trained model into scoring form, saving weights to a dir
+
+
+def finetune(
+    lm: LanguageModel, method: MethodConfig, template: Template, examples: Sequence[Example], seed: int,
+    save_dir: Path | None, progress: bool = True,
+) -> TrainingRecord:
+    """Train `lm` in place on `examples`; afterwards `lm` scores like the tuned model."""
+    if method.name not in METHODS:
+        raise HarnessError(f"unknown fine-tuning method '{method.name}' (methods: icl, {', '.join(METHODS)})")
+    if not examples:
+        raise HarnessError(f"method={method.name} needs training examples: set shots > 0")
+    if method.steps < 1 or method.learning_rate <= 0:
+        raise HarnessError(f"method={method.name} needs method.steps >= 1 and method.learning_rate > 0")
+    torch.manual_seed(seed)
+    sequences = _training_sequences(lm, template, examples)
+    total = _parameter_count(lm.model)
+    model, finish = PREPARE[method.name](lm, method)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable_count = sum(p.numel() for p in trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=method.learning_rate, weight_decay=method.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, round(method.warmup_ratio * method.steps), method.steps)
+    batches = _batch_order(len(sequences), min(method.batch_size, len(sequences)), method.steps, seed)
+    losses, tokens_seen = [], 0
+    start = time.perf_counter()
+    model.train()
+    with tqdm(batches, desc=f"training {method.name}", unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        for indices in bar:
+            input_ids, attention_mask, labels = _collate([sequences[i] for i in indices], lm)
+            loss = model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
+                         labels=labels.to(lm.device)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, method.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            tokens_seen += int(attention_mask.sum())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    train_time = time.perf_counter() - start
+    model.eval()
+    finish(save_dir if method.save_weights else None)
+    return TrainingRecord(
+        trainable_parameters=trainable_count,
+        total_parameters=total,
+        steps=len(losses),
+        examples_seen=sum(map(len, batches)),
+        tokens_seen=tokens_seen,
+        train_time_s=round(train_time, 3),
+        peak_memory_mb=round(_peak_memory_mb(lm.device), 1),
+        train_flops=float((4 * total + 2 * trainable_count) * tokens_seen),
+        losses=[round(loss, 6) for loss in losses],
+    )
+
+
+def _training_sequences(lm: LanguageModel, template: Template, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
+    """(token ids of prompt + gold verbalizer, number of prompt tokens) per example."""
+    labels = list(template.verbalizers)
+    sequences = []
+    for example in examples:
+        prompt = build_prompt(template, [], example)
+        context = lm.encode(prompt.context(), is_context=True)
+        continuation = lm.encode(prompt.continuations[labels.index(example.label)], is_context=False)
+        sequences.append((context + continuation, len(context)))
+    return sequences
+
+
+def _batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Seeded epochs: each epoch is a fresh permutation, cut into batches; as many as `steps`."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order.extend(rng.permutation(count).tolist())
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+
+
+def _collate(sequences: Sequence[tuple[list[int], int]], lm: LanguageModel) -> tuple[torch.Tensor, ...]:
+    width = max(len(ids) for ids, _ in sequences)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)  # only verbalizer tokens carry loss
+    for row, (ids, context_length) in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, context_length : len(ids)] = torch.tensor(ids[context_length:])
+    return input_ids, attention_mask, labels
+
+
+def _parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak RSS
+
+
+def _uses_conv1d(model: torch.nn.Module) -> bool:
+    return any(isinstance(module, Conv1D) for module in model.modules())
+
+
+def _prepare_lora(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+    from peft import LoraConfig
+
+    config = LoraConfig(r=method.rank, lora_alpha=method.alpha, lora_dropout=method.dropout,
+                        target_modules=method.target_modules, fan_in_fan_out=_uses_conv1d(lm.model),
+                        task_type="CAUSAL_LM")
+    return _peft(lm, config)
+
+
+def _prepare_ia3(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+    from peft import IA3Config
+
+    config = IA3Config(target_modules=method.target_modules, feedforward_modules=method.feedforward_modules,
+                       fan_in_fan_out=_uses_conv1d(lm.model), task_type="CAUSAL_LM")
+    return _peft(lm, config)
+
+
+def _peft(lm: LanguageModel, config) -> tuple[torch.nn.Module, Finish]:
+    from peft import get_peft_model
+
+    try:
+        peft_model = get_peft_model(lm.model, config)
+    except ValueError as error:  # e.g. target modules not found in this architecture
+        raise HarnessError(f"cannot apply {config.peft_type.value}: {str(error).splitlines()[0]}") from None
+
+    def finish(save_dir: Path | None) -> None:
+        if save_dir is not None:
+            peft_model.save_pretrained(save_dir / ADAPTER_DIR)
+        lm.model = peft_model.merge_and_unload()  # plain weights again: the scorer needs no peft
+
+    return peft_model, finish
+
+
+def _prepare_prompt_tuning(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens,
+                                prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+    peft_model = get_peft_model(lm.model, config)
+
+    def finish(save_dir: Path | None) -> None:
+        if save_dir is not None:
+            peft_model.save_pretrained(save_dir / ADAPTER_DIR)
+        soft_prompt = peft_model.get_prompt_embedding_to_save("default")
+        lm.model = peft_model.get_base_model()
+        lm.soft_prompt = soft_prompt.to(lm.device, lm.model.dtype)
+
+    return peft_model, finish
+
+
+def _add_missing_biases(model: torch.nn.Module) -> None:
+    """Llama-style linear layers have no biases: give them zero ones, which leave the outputs unchanged."""
+    output_layer = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.bias is None and module is not output_layer:
+            module.bias = torch.nn.Parameter(torch.zeros(module.out_features, dtype=module.weight.dtype,
+                                                         device=module.weight.device))
+
+
+def _prepare_bitfit(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+    _add_missing_biases(lm.model)
+    for name, parameter in lm.model.named_parameters():
+        parameter.requires_grad = name.endswith("bias")
+    return lm.model, _save_trainable(lm.model)
+
+
+def _prepare_full(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+    for parameter in lm.model.parameters():
+        parameter.requires_grad = True
+    return lm.model, _save_trainable(lm.model)
+
+
+def _save_trainable(model: torch.nn.Module) -> Finish:
+    def finish(save_dir: Path | None) -> None:
+        if save_dir is not None:
+            changed = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+            save_dir.mkdir(parents=True, exist_ok=True)
+            save_file(changed, str(save_dir / WEIGHTS_FILE))
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+
+    return finish
+
+
+def load_trained(lm: LanguageModel, method_name: str, run_dir: Path) -> None:
+    """Apply what a fine-tuning run saved in `run_dir` to a freshly loaded base model."""
+    if method_name in ("lora", "ia3", "prompt_tuning"):
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(lm.model, run_dir / ADAPTER_DIR)
+        if method_name == "prompt_tuning":
+            lm.soft_prompt = peft_model.get_prompt_embedding_to_save("default").to(lm.device, lm.model.dtype)
+            lm.model = peft_model.get_base_model()
+        else:
+            lm.model = peft_model.merge_and_unload()
+    elif method_name in ("bitfit", "full"):
+        if method_name == "bitfit":
+            _add_missing_biases(lm.model)
+        result = lm.model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILE), device=str(lm.device)), strict=False)
+        if result.unexpected_keys:
+            raise HarnessError(f"{run_dir / WEIGHTS_FILE} does not fit this model: {result.unexpected_keys[:3]}")
+    else:
+        raise HarnessError(f"method '{method_name}' saves no weights")
+    lm.model.eval()
+
+
+PREPARE: dict[str, Callable[[LanguageModel, MethodConfig], tuple[torch.nn.Module, Finish]]] = {
+    "lora": _prepare_lora,
+    "ia3": _prepare_ia3,
+    "prompt_tuning": _prepare_prompt_tuning,
+    "bitfit": _prepare_bitfit,
+    "full": _prepare_full,
+}

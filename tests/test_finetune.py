@@ -1,0 +1,131 @@
+"""Fine-tuning methods on tiny GPT-2 (Conv1D) and Llama models built in the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import GPT2_TOKENIZER, run_cli
+from harness.config import MethodConfig, ModelConfig
+from harness.data import load_split
+from harness.finetune import finetune, load_trained
+from harness.models import LanguageModel, load_language_model
+from harness.prompts import build_prompt, load_template
+from harness.registry import load_task_node, task_files
+from harness.requests import build_requests
+from harness.scoring import score_requests
+
+HIGH_RATES = {"lora": 2e-2, "ia3": 1e-1, "prompt_tuning": 1e-1, "bitfit": 2e-2, "full": 3e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama (no biases anywhere) with the GPT-2 tokenizer."""
+    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = GPT2Tokenizer.from_pretrained(str(GPT2_TOKENIZER))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True)
+    target = tmp_path_factory.mktemp("models") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def _setup(model_dir: Path):
+    task = OmegaConf.to_object(load_task_node(task_files()["toy"]))
+    template = load_template(task, "plain")
+    lm = load_language_model(ModelConfig(name=model_dir.name, path=str(model_dir)), "cpu")
+    return task, template, lm, load_split(task, "train"), load_split(task, "test")
+
+
+def _scores(lm: LanguageModel, template, examples) -> list[float]:
+    """Every label's log-prob for every example, flattened."""
+    requests = build_requests([build_prompt(template, [], e) for e in examples], lm)
+    scores, _ = score_requests(lm, requests, batch_size=4, progress=False)
+    return [value for s in scores for value in s.logprobs]
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning", "bitfit", "full"])
+def test_training_loss_goes_down_and_outputs_change(method: str, architecture: str, harness_env: dict,
+                                                     tiny_model_dir: Path, tiny_llama_dir: Path) -> None:
+    model_dir = tiny_model_dir if architecture == "gpt2" else tiny_llama_dir
+    task, template, lm, train, test = _setup(model_dir)
+    before = _scores(lm, template, test)
+    config = MethodConfig(name=method, learning_rate=HIGH_RATES[method], steps=12, batch_size=12, warmup_ratio=0.0)
+    record = finetune(lm, config, template, train, seed=1, save_dir=None, progress=False)
+    assert record.steps == 12 and record.examples_seen == 12 * 12
+    assert record.losses[-1] < record.losses[0] - 0.2, record.losses
+    assert 0 < record.trainable_parameters <= record.total_parameters
+    assert record.train_flops > 0 and record.tokens_seen > 0
+    after = _scores(lm, template, test)
+    assert after != pytest.approx(before, abs=1e-3)
+
+
+def test_bitfit_changes_only_biases(harness_env: dict, tiny_model_dir: Path) -> None:
+    task, template, lm, train, _ = _setup(tiny_model_dir)
+    before = {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+    config = MethodConfig(name="bitfit", learning_rate=1e-2, steps=3, batch_size=4)
+    finetune(lm, config, template, train, seed=1, save_dir=None, progress=False)
+    after = dict(lm.model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.endswith("bias") for name in changed)
+
+
+def test_bitfit_on_llama_adds_zero_biases_that_change_nothing_at_start(harness_env: dict, tiny_llama_dir: Path) -> None:
+    task, template, lm, train, test = _setup(tiny_llama_dir)
+    before = _scores(lm, template, test)
+    record = finetune(lm, MethodConfig(name="bitfit", learning_rate=1e-9, steps=1, batch_size=2, warmup_ratio=0.0),
+                      template, train, seed=1, save_dir=None, progress=False)
+    assert record.trainable_parameters > 0
+    assert _scores(lm, template, test) == pytest.approx(before, abs=1e-5)
+
+
+def test_same_seed_trains_the_same(harness_env: dict, tiny_model_dir: Path) -> None:
+    losses = []
+    for _ in range(2):
+        task, template, lm, train, _ = _setup(tiny_model_dir)
+        config = MethodConfig(name="lora", learning_rate=5e-3, steps=4, batch_size=4)
+        losses.append(finetune(lm, config, template, train, seed=3, save_dir=None, progress=False).losses)
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "bitfit"])
+def test_saved_weights_reproduce_the_tuned_model(method: str, tmp_path: Path, harness_env: dict,
+                                                 tiny_model_dir: Path) -> None:
+    done = run_cli("run", "task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=8", "method.steps=5",
+                   f"method.learning_rate={HIGH_RATES[method]}", f"output_dir={tmp_path}", env=harness_env,
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [run_dir] = tmp_path.glob(f"toy__tiny-gpt2__{method}__8shot__seed1__*")
+    tuned = {row["id"]: list(row["scores"].values()) for row in map(json.loads, (run_dir / "predictions.jsonl").open())}
+    task, template, lm, _, test = _setup(tiny_model_dir)
+    base = _scores(lm, template, test)
+    load_trained(lm, method, run_dir)
+    reloaded = _scores(lm, template, test)
+    assert reloaded == pytest.approx([value for e in test for value in tuned[e.id]], abs=1e-4)
+    assert reloaded != pytest.approx(base, abs=1e-3)
+
+
+def test_fine_tuning_trains_on_the_examples_icl_shows(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    records = {}
+    for method in ("icl", "lora"):
+        done = run_cli("run", "task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=4", "seed=9",
+                       "method.steps=2" if method == "lora" else "limit=4", f"output_dir={tmp_path}",
+                       env=harness_env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [metrics] = tmp_path.glob(f"toy__tiny-gpt2__{method}__4shot__seed9__*/metrics.json")
+        records[method] = json.loads(metrics.read_text())
+    assert len(records["icl"]["demo_ids"]) == 4
+    assert records["lora"]["train_ids"] == records["icl"]["demo_ids"]
+    assert records["lora"]["demo_ids"] == []  # eval_shots=0: the tuned model sees no demonstrations
+    training = records["lora"]["training"]
+    assert training["steps"] == 2 and training["trainable_parameters"] < training["total_parameters"]
+    assert records["icl"]["inference_tokens_per_example"] > records["lora"]["inference_tokens_per_example"]
