@@ -86,7 +86,8 @@ class RunConfig:
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
     demos: str = "random"  # random | balanced
-    limit: Optional[int] = None  # score only the first N evaluation examples
+    subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
+    limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)
     normalize: str = "sum"  # sum: total log-prob of the verbalizer; mean: per token
     batch_size: int = 8
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from harness.config import RunConfig
@@ -24,6 +25,7 @@ from harness.scoring import LabelScores, score_requests
 
 METHODS = ("icl", *FINETUNING_METHODS)
 NORMALIZATIONS = ("sum", "mean")
+SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     template = load_template(task, config.template or task.default_template)
     labels = list(task.labels)
     examples = load_split(task, task.eval_split)
+    if config.subsample is not None and config.subsample < len(examples):
+        chosen = np.random.default_rng(SUBSAMPLE_SEED).choice(len(examples), size=config.subsample, replace=False)
+        examples = [examples[i] for i in sorted(chosen)]
     if config.limit is not None:
         examples = examples[: config.limit]
     pool = load_split(task, task.demo_split) if config.shots else []
@@ -123,5 +128,6 @@ def _check(config: RunConfig) -> None:
         raise HarnessError(f"unknown normalize '{config.normalize}' (choose from: {', '.join(NORMALIZATIONS)})")
     if config.batch_size < 1:
         raise HarnessError(f"batch_size must be >= 1, got {config.batch_size}")
-    if config.limit is not None and config.limit < 1:
-        raise HarnessError(f"limit must be >= 1, got {config.limit}")
+    for key in ("limit", "subsample"):
+        if getattr(config, key) is not None and getattr(config, key) < 1:
+            raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")
