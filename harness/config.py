@@ -88,8 +88,10 @@ class RunConfig:
     demos: str = "random"  # random | balanced
     subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
     limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)
-    normalize: str = "sum"  # sum: total log-prob of the verbalizer; mean: per token
-    batch_size: int = 8
+    scorer: str = "rank"  # rank: log-prob of each verbalizer; generate: greedy decoding parsed to a label
+    normalize: str = "sum"  # rank scorer: sum = total log-prob of the verbalizer; mean = per token
+    max_new_tokens: int = 8  # generate scorer
+    batch_size: Any = 8  # rows per forward pass, or "auto": start large, halve on out-of-memory
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
     device: str = "auto"  # auto | cpu | cuda | mps
     output_dir: str = "results"

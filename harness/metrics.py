@@ -15,6 +15,7 @@ import evaluate
 from harness.errors import HarnessError
 from harness.hub import require_hub
 
+NO_LABEL = -1  # a prediction that names no label (an unparsable generation): always wrong
 _LABEL_PAIRS = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
 
 
@@ -38,7 +39,7 @@ class MacroF1(evaluate.Metric):
             description=(
                 "Unweighted mean of per-label F1 over the labels that occur in the references or the "
                 "predictions (as scikit-learn's f1_score(average='macro')); a label never predicted and "
-                "never correct scores 0."
+                "never correct scores 0. NO_LABEL predictions are misses of their gold label, not a label."
             ),
             citation="",
             inputs_description="predictions, references: label indices",
@@ -47,7 +48,7 @@ class MacroF1(evaluate.Metric):
 
     def _compute(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
         f1s = []
-        for label in sorted(set(predictions) | set(references)):
+        for label in sorted((set(predictions) | set(references)) - {NO_LABEL}):
             true_pos = sum(1 for p, r in zip(predictions, references) if p == r == label)
             false_pos = sum(1 for p, r in zip(predictions, references) if p == label != r)
             false_neg = sum(1 for p, r in zip(predictions, references) if r == label != p)

@@ -26,7 +26,9 @@ class ScoringRequest:
     dropped_demos: int
 
 
-def build_requests(prompts: Sequence[Prompt], lm: LanguageModel) -> list[ScoringRequest]:
+def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:
+    """Token ids of every prompt; the context leaves room for the longest continuation and for
+    `answer_tokens` (the generation scorer's new tokens)."""
     continuation_cache: dict[str, tuple[int, ...]] = {}
     contexts = lm.encode([prompt.context() for prompt in prompts], is_context=True)
     requests = []
@@ -36,7 +38,7 @@ def build_requests(prompts: Sequence[Prompt], lm: LanguageModel) -> list[Scoring
             if text not in continuation_cache:
                 continuation_cache[text] = tuple(lm.encode(text, is_context=False))
             continuations.append(continuation_cache[text])
-        longest = max(len(ids) for ids in continuations)
+        longest = max(answer_tokens, *(len(ids) for ids in continuations))
         dropped = 0
         while len(context_ids) + longest > lm.token_window:
             dropped += 1

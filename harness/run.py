@@ -16,7 +16,8 @@ from harness.demos import select_demonstrations
 from harness.errors import HarnessError
 from harness.finetune import METHODS as FINETUNING_METHODS
 from harness.finetune import finetune
-from harness.metrics import compute_metrics
+from harness.generation import generate_labels
+from harness.metrics import NO_LABEL, compute_metrics
 from harness.models import load_language_model
 from harness.prompts import build_prompt, load_template
 from harness.records import config_hash, environment, run_dir_name, write_json, write_jsonl, write_text_atomic
@@ -25,6 +26,7 @@ from harness.scoring import LabelScores, score_requests
 
 METHODS = ("icl", *FINETUNING_METHODS)
 NORMALIZATIONS = ("sum", "mean")
+SCORERS = ("rank", "generate")
 SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
 
 
@@ -66,9 +68,19 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     training = None
     if config.method.name != "icl":
         training = finetune(lm, config.method, template, demonstrations, config.seed, run_dir, progress)
-    requests = build_requests(prompts, lm)
-    scores, stats = score_requests(lm, requests, config.batch_size, config.prefix_cache, progress)
-    predictions = [predict(score, config.normalize) for score in scores]
+    batch_size = None if config.batch_size == "auto" else config.batch_size
+    if config.scorer == "rank":
+        requests = build_requests(prompts, lm)
+        scores, stats = score_requests(lm, requests, batch_size, config.prefix_cache, progress)
+        predictions = [predict(score, config.normalize) for score in scores]
+        details = [{"scores": dict(zip(labels, s.logprobs)), "label_tokens": dict(zip(labels, s.token_counts))}
+                   for s in scores]
+    else:
+        requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
+        verbalizers = list(template.verbalizers.values())
+        generations, stats = generate_labels(lm, requests, verbalizers, config.max_new_tokens, batch_size, progress)
+        predictions = [NO_LABEL if g.label is None else g.label for g in generations]
+        details = [{"generation": g.text} for g in generations]
     references = [labels.index(example.label) for example in examples]
     metrics = compute_metrics(task.metrics, predictions, references)
 
@@ -79,13 +91,12 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
             {
                 "id": example.id,
                 "gold": example.label,
-                "prediction": labels[prediction],
-                "scores": dict(zip(labels, score.logprobs)),
-                "label_tokens": dict(zip(labels, score.token_counts)),
+                "prediction": None if prediction == NO_LABEL else labels[prediction],
+                **detail,
                 "demo_ids": list(request.demo_ids),
                 "dropped_demos": request.dropped_demos,
             }
-            for example, score, prediction, request in zip(examples, scores, predictions, requests)
+            for example, prediction, detail, request in zip(examples, predictions, details, requests)
         ),
     )
     record = {
@@ -98,6 +109,7 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         "config_hash": config_hash(resolved),
         **metrics,
         "n": len(examples),
+        **({"no_label_rate": predictions.count(NO_LABEL) / len(examples)} if config.scorer == "generate" else {}),
         "demo_ids": [demo.id for demo in in_prompt],
         "train_ids": [demo.id for demo in demonstrations] if training else [],
         "examples_with_dropped_demos": sum(1 for request in requests if request.dropped_demos),
@@ -124,10 +136,14 @@ def _check(config: RunConfig) -> None:
         raise HarnessError("eval_shots applies to fine-tuning methods; for icl use shots")
     if not 0 <= config.eval_shots <= config.shots:
         raise HarnessError(f"eval_shots must be between 0 and shots ({config.shots}), got {config.eval_shots}")
+    if config.scorer not in SCORERS:
+        raise HarnessError(f"unknown scorer '{config.scorer}' (choose from: {', '.join(SCORERS)})")
+    if config.max_new_tokens < 1:
+        raise HarnessError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
     if config.normalize not in NORMALIZATIONS:
         raise HarnessError(f"unknown normalize '{config.normalize}' (choose from: {', '.join(NORMALIZATIONS)})")
-    if config.batch_size < 1:
-        raise HarnessError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.batch_size != "auto" and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise HarnessError(f"batch_size must be a positive integer or auto, got {config.batch_size!r}")
     for key in ("limit", "subsample"):
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")

@@ -114,3 +114,45 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
         demo_ids=(),
         dropped_demos=0,
     )
+
+
+def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: LanguageModel, monkeypatch) -> None:
+    import harness.scoring as scoring
+
+    prompts = [_prompt(f"q{i}", q, demos=("a delight",)) for i, q in enumerate(["dull", "warm", "fine", "ok"])]
+    requests = build_requests(prompts, lm)
+    reference, _ = score_requests(lm, requests, batch_size=1, progress=False)
+    real_score_batch = scoring._score_batch
+    tried: list[int] = []
+
+    def fits_three_rows(*args):
+        tried.append(len(args[-1]))
+        if len(args[-1]) > 3:
+            raise torch.OutOfMemoryError("pretend the accelerator is full")
+        return real_score_batch(*args)
+
+    monkeypatch.setattr(scoring, "_score_batch", fits_three_rows)
+    scores, _ = score_requests(lm, requests, batch_size=None, progress=False)
+    rows = sum(len(scoring._rows(i, r)) for i, r in enumerate(requests))
+    assert tried[0] == min(rows, 64) and max(size for size in tried if size <= 3) == 2
+    for got, want in zip(scores, reference):
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    with pytest.raises(torch.OutOfMemoryError):  # a fixed batch size is the user's choice: no silent change
+        score_requests(lm, requests, batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize("separator", ["\n\n", " ", ""])
+def test_prefix_query_boundary_sees_the_same_tokens(lm: LanguageModel, separator: str) -> None:
+    """Whatever the separator, the cached path scores the very tokens of the whole-context encoding."""
+    prompts = [
+        Prompt(f"q{i}", "", tuple(f"Text: {d}{separator}" for d in ("fine", "grim")), ("d0", "d1"),
+               f"Text: {q}", (" good", " not good"))
+        for i, q in enumerate(["ok", "dull", "warmth"])
+    ]
+    requests = build_requests(prompts, lm)
+    for prompt, request in zip(prompts, requests):
+        assert request.context_ids == tuple(lm.tokenizer(prompt.context())["input_ids"])
+    cached, _ = score_requests(lm, requests, batch_size=2, prefix_cache=True, progress=False)
+    for prompt, scores in zip(prompts, cached):
+        for label, continuation in enumerate(prompt.continuations):
+            assert scores.logprobs[label] == pytest.approx(_reference_logprob(lm, prompt.context(), continuation), abs=1e-4)
