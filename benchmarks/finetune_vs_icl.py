@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=32, help="k, drawn class-balanced (16 per class for 2 labels)")
     parser.add_argument("--methods", nargs="+", default=["icl", "lora", "ia3", "bitfit", "full"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    parser.add_argument("--subsample", type=int, default=400, help="test items, the same random ones for every run")
+    parser.add_argument("--subsample", type=int, default=300, help="test items, the same random ones for every run")
     parser.add_argument("--output-dir", type=Path, default=None, help="keep the run records here (default: a temp dir)")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides, e.g. device=cuda")
     args = parser.parse_args()

@@ -46,7 +46,7 @@ def _hydra_app(config: DictConfig) -> None:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     print(_results_table(result.metrics))
-    print(f"run record: {result.run_dir}")
+    print(f"run record: {result.run_dir}" + (" (complete already: not run again; rerun=true forces it)" if result.reused else ""))
 
 
 def _flags_first(arguments: list[str]) -> list[str]:

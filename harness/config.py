@@ -95,3 +95,4 @@ class RunConfig:
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
     device: str = "auto"  # auto | cpu | cuda | mps
     output_dir: str = "results"
+    rerun: bool = False  # run again even if output_dir holds a complete record of this config

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # Settings that cannot change a run's numbers: they do not enter the config hash.
-HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache")
+HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun")
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same 
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
+    reused: bool = False  # the record was complete already, nothing ran
 
 
 def predict(scores: LabelScores, normalize: str) -> int:
@@ -47,6 +49,10 @@ def predict(scores: LabelScores, normalize: str) -> int:
 def run(config: RunConfig, progress: bool = True) -> RunResult:
     started = time.perf_counter()
     _check(config)
+    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    run_dir = Path(config.output_dir) / run_dir_name(resolved)
+    if (run_dir / "metrics.json").exists() and not config.rerun:  # complete: an interrupted sweep resumes
+        return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()), reused=True)
     task = config.task
     template = load_template(task, config.template or task.default_template)
     labels = list(task.labels)
@@ -61,8 +67,6 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     demonstrations = select_demonstrations(pool, config.shots, config.seed, config.demos, labels)
     in_prompt = demonstrations if config.method.name == "icl" else demonstrations[: config.eval_shots]
     prompts = [build_prompt(template, in_prompt, example) for example in examples]
-    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-    run_dir = Path(config.output_dir) / run_dir_name(resolved)
 
     lm = load_language_model(config.model, config.device)
     training = None

@@ -62,6 +62,25 @@ def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path, harness_env: d
                      "toy__tiny-gpt2__icl__1shot__seed1", "toy__tiny-gpt2__icl__1shot__seed2"]
 
 
+def test_a_complete_run_is_not_run_again(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    first = _run(tmp_path, harness_env, tiny_model_dir, "shots=1")
+    assert first.returncode == 0, first.stderr
+    metrics = _only_run_dir(tmp_path / "out") / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    again = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "batch_size=2")  # same hash
+    assert again.returncode == 0 and "complete already" in again.stdout
+    assert metrics.stat().st_mtime_ns == stamp and "scoring" not in again.stderr
+    forced = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "rerun=true")
+    assert forced.returncode == 0 and metrics.stat().st_mtime_ns != stamp
+
+
+def test_subsample_scores_the_same_items_for_every_seed(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    done = _run(tmp_path, harness_env, tiny_model_dir, "-m", "subsample=3", "seed=1,2", "shots=1")
+    assert done.returncode == 0, done.stderr
+    ids = [[json.loads(line)["id"] for line in path.open()] for path in sorted((tmp_path / "out").glob("*/predictions.jsonl"))]
+    assert len(ids) == 2 and ids[0] == ids[1] and len(ids[0]) == 3 and set(ids[0]) <= {"te0", "te1", "te2", "te3"}
+
+
 def test_list_and_help(tmp_path: Path, harness_env: dict) -> None:
     listed = run_cli("list", env=harness_env, cwd=tmp_path)
     assert listed.returncode == 0 and "toy" in listed.stdout and "smollm2-135m" in listed.stdout
