@@ -1,18 +1,23 @@
 """Scoring requests -> scores: the log-probability of every label's continuation.
 
-Rank classification. For each request the context is shared by all labels, and within a
-demonstration set most of the context (instruction + demonstrations) is shared by all test
-examples. That shared token prefix is encoded once; every row then runs only its own tokens on
-top of the cached keys and values. A row is one test example's context plus the tokens that
-some labels share before their last token, so labels with single-token verbalizers are all
-scored from one pass. With prefix_cache=False the
-prefix is empty and each row is recomputed in full: the reference the cached path must match.
+Rank classification, computed in three nested levels so that nothing shared is run twice:
+
+1. the prefix shared by a group of requests (instruction + demonstrations: the longest common
+   token prefix of their contexts, plus a soft prompt after prompt tuning) runs once per group;
+2. each request's own context tokens (the query) run once, on top of the prefix; the query's last
+   position gives the next-token distribution that scores every single-token verbalizer at once;
+3. multi-token verbalizers run only their own tokens, on top of the query's keys and values, one
+   row per distinct stem (the tokens before a verbalizer's last token), all labels sharing that
+   stem together.
+
+With prefix_cache=False level 1 is empty. Every level uses the very token ids of the plain
+whole-context encoding, so the scores equal a full recompute up to float rounding (tested).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -29,7 +34,7 @@ from harness.requests import ScoringRequest
 AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 64}
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-PrefixCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (1, heads, p, dim)
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (batch, heads, length, dim)
 
 
 @dataclass(frozen=True)
@@ -40,28 +45,9 @@ class LabelScores:
 
 @dataclass(frozen=True)
 class ScoringStats:
-    tokens_scored: int  # context + continuation tokens of every (example, label) row
-    tokens_forwarded: int  # tokens the model actually ran: shared prefixes count once
+    tokens_scored: int  # context + continuation tokens of every (example, label) pair
+    tokens_forwarded: int  # tokens the model actually ran: shared prefixes and queries count once
     seconds: float
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One sequence to run: a request's context plus `stem`, scoring every label whose continuation is stem + 1 token.
-
-    Labels with single-token verbalizers share the empty stem, so one pass scores them all.
-    """
-
-    request: int
-    stem: tuple[int, ...]
-    labels: tuple[int, ...]
-
-
-def _rows(index: int, request: ScoringRequest) -> list[_Row]:
-    by_stem: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for label, ids in enumerate(request.continuation_ids):
-        by_stem[ids[:-1]].append(label)
-    return [_Row(index, stem, tuple(labels)) for stem, labels in by_stem.items()]
 
 
 @torch.inference_mode()
@@ -74,7 +60,7 @@ def score_requests(
 ) -> tuple[list[LabelScores], ScoringStats]:
     """Score every label of every request; batch_size=None starts large and halves on out-of-memory."""
     start = time.perf_counter()
-    logprobs = [[0.0] * len(request.continuation_ids) for request in requests]
+    logprobs: list[list[float]] = [[] for _ in requests]
     forwarded = 0
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
@@ -85,17 +71,13 @@ def score_requests(
             prefix_length = _shared_prefix_length(contexts) if prefix_cache else 0
             prefix = _encode_prefix(lm, contexts[0][:prefix_length])
             forwarded += prefix_length
-            rows = [row for i in members for row in _rows(i, requests[i])]
-            rows.sort(key=lambda row: -len(requests[row.request].context_ids) - len(row.stem))
-            remaining = Counter(row.request for row in rows)
+            members.sort(key=lambda i: -len(requests[i].context_ids))  # similar lengths, little padding
             score = partial(_score_batch, lm, prefix, prefix_length, requests)
-            for batch, (values, tokens_run) in map_batches(rows, batch_size, lm.device, score):
-                for row, row_values in zip(batch, values):
-                    for label, value in zip(row.labels, row_values):
-                        logprobs[row.request][label] = value
-                    remaining[row.request] -= 1
-                    bar.update(remaining[row.request] == 0)
+            for batch, (values, tokens_run) in map_batches(members, batch_size, lm.device, score):
+                for index, request_values in zip(batch, values):
+                    logprobs[index] = request_values
                 forwarded += tokens_run
+                bar.update(len(batch))
     scores = [
         LabelScores(tuple(values), tuple(len(ids) for ids in request.continuation_ids))
         for values, request in zip(logprobs, requests)
@@ -129,7 +111,7 @@ def map_batches(
 def _shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
     """Longest common token prefix, leaving each context at least its last token.
 
-    The last context token must run with the row: its output predicts the first label token.
+    The last context token must run with the query: its output predicts the first label token.
     """
     first = contexts[0]
     limit = min(len(context) for context in contexts) - 1
@@ -139,7 +121,7 @@ def _shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
     return length
 
 
-def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> PrefixCache | None:
+def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> KeyValues | None:
     """Keys and values of the soft prompt (prompt tuning), if any, followed by `ids`."""
     input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
     if lm.soft_prompt is None:
@@ -154,51 +136,89 @@ def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> PrefixCache | Non
 
 def _score_batch(
     lm: LanguageModel,
-    prefix: PrefixCache | None,
+    prefix: KeyValues | None,
     prefix_length: int,
     requests: Sequence[ScoringRequest],
-    rows: Sequence[_Row],
+    batch: Sequence[int],
 ) -> tuple[list[list[float]], int]:
-    """Per row, the summed continuation log-prob of each of its labels; and the number of real tokens run.
+    """Every label's log-prob for each request of the batch, and the number of real tokens run.
 
-    The rows continue after `prefix`, which holds the soft prompt (if any) and the first `prefix_length`
-    context tokens of every row.
+    `prefix` holds the soft prompt (if any) and the first `prefix_length` context tokens of every request.
     """
-    inputs = [requests[row.request].context_ids[prefix_length:] + row.stem for row in rows]
-    cached = 0 if prefix is None else prefix[0][0].shape[2]
-    batch, width = len(rows), max(map(len, inputs))
-    span = max(len(row.stem) for row in rows) + 1  # positions per row whose next-token distribution is needed
+    queries = [requests[i].context_ids[prefix_length:] for i in batch]
+    query_mask, logits, query_cache = _forward(lm, prefix, queries, [len(q) - 1 for q in queries], span=1)
+    next_token = torch.log_softmax(logits[:, 0].float(), dim=-1).cpu()  # after each request's last context token
+    values = [[0.0] * len(requests[i].continuation_ids) for i in batch]
+    stems: list[tuple[int, tuple[int, ...], list[int]]] = []  # (row in batch, stem, labels sharing it)
+    for row, index in enumerate(batch):
+        by_stem: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for label, ids in enumerate(requests[index].continuation_ids):
+            if len(ids) == 1:
+                values[row][label] = next_token[row, ids[0]].item()
+            else:
+                by_stem[ids[:-1]].append(label)
+        stems.extend((row, stem, labels) for stem, labels in by_stem.items())
+    tokens_run = sum(map(len, queries))
+    for start in range(0, len(stems), len(batch)):  # at most as many stem rows at once as query rows
+        chunk = stems[start : start + len(batch)]
+        rows = torch.tensor([row for row, _, _ in chunk])
+        cache = [(keys[rows], values_[rows]) for keys, values_ in query_cache]
+        inputs = [stem for _, stem, _ in chunk]
+        _, stem_logits, _ = _forward(lm, cache, inputs, [0] * len(chunk), span=max(map(len, inputs)),
+                                     cache_mask=query_mask[rows])
+        stem_logprobs = torch.log_softmax(stem_logits.float(), dim=-1).cpu()
+        for position, (row, stem, labels) in enumerate(chunk):
+            # the query's last position predicts stem[0]; stem position j predicts stem[j + 1], then the last token
+            total = next_token[row, stem[0]].item()
+            total += sum(stem_logprobs[position, j, token].item() for j, token in enumerate(stem[1:]))
+            for label in labels:
+                last_token = requests[batch[row]].continuation_ids[label][-1]
+                values[row][label] = total + stem_logprobs[position, len(stem) - 1, last_token].item()
+        tokens_run += sum(map(len, inputs))
+    return values, tokens_run
+
+
+def _forward(
+    lm: LanguageModel,
+    cache: KeyValues | None,
+    inputs: Sequence[tuple[int, ...]],
+    first_kept: Sequence[int],
+    span: int,
+    cache_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, KeyValues]:
+    """Run right-padded `inputs` after `cache` (a batch-1 cache is shared by every row).
+
+    Returns the attention mask over cache + inputs, the logits at positions first_kept[r] ..
+    first_kept[r] + span - 1 of each row (clamped to the row's length), and the keys and values of
+    cache + inputs for a further level. Padding, in the inputs or inside `cache` (marked 0 in
+    cache_mask), is masked and skipped by the position ids.
+    """
+    batch, width = len(inputs), max(map(len, inputs))
+    cached = 0 if cache is None else cache[0][0].shape[2]
+    if cache_mask is None:
+        cache_mask = torch.ones((batch, cached), dtype=torch.long)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # GPT-2 has none
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, cached + width), dtype=torch.long)
-    attention_mask[:, :cached] = 1
+    input_mask = torch.zeros((batch, width), dtype=torch.long)
     keep = torch.zeros((batch, span), dtype=torch.long)
-    for index, (row, ids) in enumerate(zip(rows, inputs)):
-        input_ids[index, : len(ids)] = torch.tensor(ids)
-        attention_mask[index, cached : cached + len(ids)] = 1  # right padding stays masked
-        first = len(ids) - len(row.stem) - 1  # the last context token predicts the first label token
-        keep[index] = first + torch.arange(span).clamp(max=len(row.stem))
-    position_ids = (cached + torch.arange(width)).expand(batch, width)
-    cache = None
-    if prefix is not None:
-        expanded = [(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in prefix]
-        cache = DynamicCache(ddp_cache_data=expanded, config=lm.model.config)
-    device = lm.device
-    logits = lm.model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        position_ids=position_ids.to(device),
-        cache=cache,
-        use_cache=cache is not None,
-        logits_to_keep=keep.to(device),
-    ).logits
-    token_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    values = []
-    for index, row in enumerate(rows):
-        stem_total = sum(token_logprobs[index, j, token].item() for j, token in enumerate(row.stem))
-        last = len(row.stem)
-        values.append([
-            stem_total + token_logprobs[index, last, requests[row.request].continuation_ids[label][-1]].item()
-            for label in row.labels
-        ])
-    return values, sum(map(len, inputs))
+    for row, ids in enumerate(inputs):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        input_mask[row, : len(ids)] = 1
+        keep[row] = (first_kept[row] + torch.arange(span)).clamp(max=len(ids) - 1)
+    attention_mask = torch.cat([cache_mask, input_mask], dim=1)
+    position_ids = cache_mask.sum(dim=1, keepdim=True) + torch.arange(width)  # real tokens before each one
+    past = None
+    if cache is not None:
+        past = DynamicCache(
+            ddp_cache_data=[(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in cache],
+            config=lm.model.config,
+        )
+    output = lm.model(
+        input_ids=input_ids.to(lm.device),
+        attention_mask=attention_mask.to(lm.device),
+        position_ids=position_ids.to(lm.device),
+        cache=past,
+        use_cache=True,
+        logits_to_keep=keep.to(lm.device),
+    )
+    return attention_mask, output.logits, [(keys, values) for keys, values, *_ in output.cache]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import GPT2_TOKENIZER, run_cli
+from conftest import run_cli
 from harness.config import MethodConfig, ModelConfig
 from harness.data import load_split
 from harness.finetune import finetune, load_trained
@@ -20,22 +20,6 @@ from harness.requests import build_requests
 from harness.scoring import score_requests
 
 HIGH_RATES = {"lora": 2e-2, "ia3": 1e-1, "prompt_tuning": 1e-1, "bitfit": 2e-2, "full": 3e-3}
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama (no biases anywhere) with the GPT-2 tokenizer."""
-    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = GPT2Tokenizer.from_pretrained(str(GPT2_TOKENIZER))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True)
-    target = tmp_path_factory.mktemp("models") / "tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
 
 
 def _setup(model_dir: Path):

@@ -14,9 +14,11 @@ from harness.prompts import Prompt
 from harness.scoring import score_requests
 
 
-@pytest.fixture(scope="module")
-def lm(tiny_model_dir: Path) -> LanguageModel:
-    return load_language_model(ModelConfig(name="tiny", path=str(tiny_model_dir)), "cpu")
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lm(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_llama_dir: Path) -> LanguageModel:
+    """Both position schemes: GPT-2's learned absolute positions and Llama's rotary ones."""
+    model_dir = tiny_model_dir if request.param == "gpt2" else tiny_llama_dir
+    return load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
 
 
 def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
@@ -119,22 +121,21 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
 def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: LanguageModel, monkeypatch) -> None:
     import harness.scoring as scoring
 
-    prompts = [_prompt(f"q{i}", q, demos=("a delight",)) for i, q in enumerate(["dull", "warm", "fine", "ok"])]
+    prompts = [_prompt(f"q{i}", q, demos=("a delight",)) for i, q in enumerate(["dull", "warm", "fine", "ok", "bad"])]
     requests = build_requests(prompts, lm)
     reference, _ = score_requests(lm, requests, batch_size=1, progress=False)
     real_score_batch = scoring._score_batch
     tried: list[int] = []
 
-    def fits_three_rows(*args):
+    def fits_two_requests(*args):
         tried.append(len(args[-1]))
-        if len(args[-1]) > 3:
+        if len(args[-1]) > 2:
             raise torch.OutOfMemoryError("pretend the accelerator is full")
         return real_score_batch(*args)
 
-    monkeypatch.setattr(scoring, "_score_batch", fits_three_rows)
+    monkeypatch.setattr(scoring, "_score_batch", fits_two_requests)
     scores, _ = score_requests(lm, requests, batch_size=None, progress=False)
-    rows = sum(len(scoring._rows(i, r)) for i, r in enumerate(requests))
-    assert tried[0] == min(rows, 64) and max(size for size in tried if size <= 3) == 2
+    assert tried == [5, 5, 5, 5, 4, 2, 2, 1]  # 64, 32, 16, 8 (all five requests), 4, then batches of 2
     for got, want in zip(scores, reference):
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
     with pytest.raises(torch.OutOfMemoryError):  # a fixed batch size is the user's choice: no silent change
