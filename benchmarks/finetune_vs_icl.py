@@ -53,7 +53,7 @@ def main() -> None:
     subprocess.run(command, check=True)
     total_s = time.perf_counter() - started
 
-    table = summarise(load_records(output_dir))
+    table = summarise(load_records(output_dir), args.methods)
     print(f"## {args.task}, {args.model}, k = {args.shots} (class-balanced), seeds {args.seeds}, "
           f"{args.subsample} test items\n")
     print(table.to_markdown(index=False))
@@ -78,11 +78,12 @@ def load_records(output_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    parameters = runs["total"].dropna().max()  # the same model in every run
+def summarise(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    parameters = runs["total"].dropna().max()  # the same model in every run (known from a fine-tuning record)
     icl_tokens = runs.loc[runs["method"] == "icl", "tokens_per_query"].mean()
     rows = []
-    for method, group in runs.groupby("method", sort=False):
+    for method in methods:
+        group = runs[runs["method"] == method]
         saved_per_query = 2 * parameters * (icl_tokens - group["tokens_per_query"].mean())
         flops = group["train_flops"].mean()
         break_even = f"{flops / saved_per_query:,.0f}" if method != "icl" and saved_per_query > 0 else "-"

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers import get_linear_schedule_with_warmup
 from transformers.pytorch_utils import Conv1D
 
 from harness.config import MethodConfig
@@ -72,7 +71,7 @@ def finetune(
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable_count = sum(p.numel() for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=method.learning_rate, weight_decay=method.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, round(method.warmup_ratio * method.steps), method.steps)
+    schedule = _linear_schedule(optimizer, round(method.warmup_ratio * method.steps), method.steps)
     batches = _batch_order(len(sequences), min(method.batch_size, len(sequences)), method.steps, seed)
     losses, tokens_seen = [], 0
     start = time.perf_counter()
@@ -103,6 +102,13 @@ def finetune(
         peak_memory_mb=round(_peak_memory_mb(lm.device), 1),
         train_flops=float((4 * total + 2 * trainable_count) * tokens_seen),
         losses=[round(loss, 6) for loss in losses],
+    )
+
+
+def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the learning rate over `warmup` steps, then linear decay to 0 at `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else (steps - step) / max(1, steps - warmup)
     )
 
 

@@ -79,12 +79,15 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         predictions = [predict(score, config.normalize) for score in scores]
         details = [{"scores": dict(zip(labels, s.logprobs)), "label_tokens": dict(zip(labels, s.token_counts))}
                    for s in scores]
+        # one pass over the context, then every label's tokens: what scoring a query needs at the least
+        inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids)) for r in requests)
     else:
         requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
         verbalizers = list(template.verbalizers.values())
         generations, stats = generate_labels(lm, requests, verbalizers, config.max_new_tokens, batch_size, progress)
         predictions = [NO_LABEL if g.label is None else g.label for g in generations]
         details = [{"generation": g.text} for g in generations]
+        inference_tokens = stats.tokens_scored  # contexts + generated tokens
     references = [labels.index(example.label) for example in examples]
     metrics = compute_metrics(task.metrics, predictions, references)
 
@@ -123,7 +126,7 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         "tokens_forwarded": stats.tokens_forwarded,
         "tokens_scored_per_s": round(stats.tokens_scored / stats.seconds, 1) if stats.seconds else None,
         # what each test query costs at inference: ICL pays for its demonstrations every time
-        "inference_tokens_per_example": round(stats.tokens_scored / len(examples), 1),
+        "inference_tokens_per_example": round(inference_tokens / len(examples), 1),
         "training": asdict(training) if training else None,
         "device": str(lm.device),
         "dtype": str(lm.model.dtype).removeprefix("torch."),

@@ -113,3 +113,9 @@ def test_fine_tuning_trains_on_the_examples_icl_shows(tmp_path: Path, harness_en
     training = records["lora"]["training"]
     assert training["steps"] == 2 and training["trainable_parameters"] < training["total_parameters"]
     assert records["icl"]["inference_tokens_per_example"] > records["lora"]["inference_tokens_per_example"]
+    done = run_cli("run", "task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "seed=9", "eval_shots=2",
+                   "method.steps=2", f"output_dir={tmp_path / 'eval_shots'}", env=harness_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [metrics] = (tmp_path / "eval_shots").glob("*/metrics.json")
+    with_demos = json.loads(metrics.read_text())
+    assert with_demos["demo_ids"] == records["icl"]["demo_ids"][:2] and with_demos["train_ids"] == records["icl"]["demo_ids"]
