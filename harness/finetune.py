@@ -14,6 +14,7 @@ tuning), with N the parameters that take part in matmuls (all parameters, tied o
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def finetune(
     optimizer = torch.optim.AdamW(trainable, lr=method.learning_rate, weight_decay=method.weight_decay)
     schedule = _linear_schedule(optimizer, round(method.warmup_ratio * method.steps), method.steps)
     batches = _batch_order(len(sequences), min(method.batch_size, len(sequences)), method.steps, seed)
-    losses, tokens_seen = [], 0
+    losses, tokens_seen, peak_memory = [], 0, 0.0
     start = time.perf_counter()
     model.train()
     with tqdm(batches, desc=f"training {method.name}", unit="step", disable=not progress, dynamic_ncols=True) as bar:
@@ -81,6 +82,7 @@ def finetune(
             input_ids, attention_mask, labels = _collate([sequences[i] for i in indices], lm)
             loss = model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
                          labels=labels.to(lm.device)).loss
+            peak_memory = max(peak_memory, _memory_in_use_mb(lm.device))  # activations are alive here
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, method.max_grad_norm)
             optimizer.step()
@@ -99,7 +101,7 @@ def finetune(
         examples_seen=sum(map(len, batches)),
         tokens_seen=tokens_seen,
         train_time_s=round(train_time, 3),
-        peak_memory_mb=round(_peak_memory_mb(lm.device), 1),
+        peak_memory_mb=round(max(peak_memory, _memory_in_use_mb(lm.device)), 1),
         train_flops=float((4 * total + 2 * trainable_count) * tokens_seen),
         losses=[round(loss, 6) for loss in losses],
     )
@@ -120,6 +122,9 @@ def _training_sequences(lm: LanguageModel, template: Template, examples: Sequenc
         prompt = build_prompt(template, [], example)
         context = lm.encode(prompt.context(), is_context=True)
         continuation = lm.encode(prompt.continuations[labels.index(example.label)], is_context=False)
+        if len(context) + len(continuation) > lm.token_window:
+            raise HarnessError(f"training example {example.id} needs {len(context) + len(continuation)} tokens, "
+                               f"more than the context window of {lm.name} ({lm.token_window})")
         sequences.append((context + continuation, len(context)))
     return sequences
 
@@ -150,10 +155,17 @@ def _parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def _memory_in_use_mb(device: torch.device) -> float:
+    """Peak allocated memory on CUDA; elsewhere the process's resident set now (Linux), sampled every step
+    after the forward pass, when activations are alive. (The process's all-time peak RSS would also count
+    earlier jobs of a multirun.)"""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak RSS
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:  # not Linux: the process's peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS reports bytes
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _uses_conv1d(model: torch.nn.Module) -> bool:
