@@ -140,8 +140,7 @@ def _batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[lis
 
 def _collate(sequences: Sequence[tuple[list[int], int]], lm: LanguageModel) -> tuple[torch.Tensor, ...]:
     width = max(len(ids) for ids, _ in sequences)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    input_ids = torch.full((len(sequences), width), lm.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     labels = torch.full_like(input_ids, -100)  # only verbalizer tokens carry loss
     for row, (ids, context_length) in enumerate(sequences):

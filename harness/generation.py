@@ -51,11 +51,10 @@ def generate_labels(
 ) -> tuple[list[Generation], ScoringStats]:
     start = time.perf_counter()
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context_ids))
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     results: list[Generation | None] = [None] * len(requests)
     generated_tokens = 0
     with tqdm(total=len(requests), unit="ex", desc="generating", disable=not progress, dynamic_ncols=True) as bar:
-        generate = partial(_generate_batch, lm, requests, max_new_tokens, pad_id)
+        generate = partial(_generate_batch, lm, requests, max_new_tokens)
         for batch, texts in map_batches(order, batch_size, lm.device, generate):
             for index, (text, count) in zip(batch, texts):
                 results[index] = Generation(text=text, label=parse_label(text, verbalizers))
@@ -67,11 +66,11 @@ def generate_labels(
 
 
 def _generate_batch(
-    lm: LanguageModel, requests: Sequence[ScoringRequest], max_new_tokens: int, pad_id: int, batch: Sequence[int]
+    lm: LanguageModel, requests: Sequence[ScoringRequest], max_new_tokens: int, batch: Sequence[int]
 ) -> list[tuple[str, int]]:
     """Greedy continuations of the batch's contexts (left-padded), as (text, number of new tokens)."""
     width = max(len(requests[i].context_ids) for i in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    input_ids = torch.full((len(batch), width), lm.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, index in enumerate(batch):
         ids = requests[index].context_ids
@@ -79,7 +78,7 @@ def _generate_batch(
         attention_mask[row, width - len(ids) :] = 1
     output = lm.model.generate(
         input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=lm.pad_token_id,
     )
     texts = []
     for row in range(len(batch)):

@@ -32,6 +32,14 @@ class LanguageModel:
     soft_prompt: torch.Tensor | None = None  # prompt tuning: (virtual tokens, hidden) prepended to every input
 
     @property
+    def pad_token_id(self) -> int:
+        """Fills padded positions, which are always masked; GPT-2 has no pad token, so EOS (or 0) stands in."""
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        return 0
+
+    @property
     def token_window(self) -> int:
         """Tokens a prompt may use: the context window less the soft prompt."""
         return self.max_length - (0 if self.soft_prompt is None else self.soft_prompt.shape[0])

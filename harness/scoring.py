@@ -197,8 +197,7 @@ def _forward(
     cached = 0 if cache is None else cache[0][0].shape[2]
     if cache_mask is None:
         cache_mask = torch.ones((batch, cached), dtype=torch.long)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # GPT-2 has none
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    input_ids = torch.full((batch, width), lm.pad_token_id, dtype=torch.long)
     input_mask = torch.zeros((batch, width), dtype=torch.long)
     keep = torch.zeros((batch, span), dtype=torch.long)
     for row, ids in enumerate(inputs):
