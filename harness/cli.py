@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -34,19 +35,23 @@ def run_command(arguments: list[str]) -> int:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_app(config: DictConfig) -> None:
-    from harness.run import run  # heavy imports (torch, transformers) only when a run happens
+    from harness.run import run, templates_to_run  # heavy imports (torch, transformers) only when a run happens
 
     try:
         run_config: RunConfig = OmegaConf.to_object(config)
-        result = run(run_config)
+        results = [run(replace(run_config, template=name)) for name in templates_to_run(run_config)]
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except OmegaConfBaseException as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
-    print(_results_table(result.metrics))
-    print(f"run record: {result.run_dir}" + (" (complete already: not run again; rerun=true forces it)" if result.reused else ""))
+    print(_results_table([result.metrics for result in results]))
+    if len(results) > 1:
+        print(_template_spread([result.metrics for result in results]))
+    for result in results:
+        reused = " (complete already: not run again; rerun=true forces it)" if result.reused else ""
+        print(f"run record: {result.run_dir}{reused}")
 
 
 def _flags_first(arguments: list[str]) -> list[str]:
@@ -95,6 +100,8 @@ def _check_overrides(overrides: list[str]) -> None:
     except MissingConfigException as error:
         group, _, name = (error.missing_cfg_file or "config").rpartition("/")
         options = f" (choose from: {', '.join(error.options)})" if error.options else ""
+        if group == "hydra/launcher":  # launchers are Hydra plugins, installed with the extras
+            options += "; hydra/launcher=joblib needs pip install -e '.[sweep]', slurm and submitit_* need '.[slurm]'"
         raise HarnessError(f"unknown {group or 'config'} '{name}'{options}") from None
     except (HydraException, OmegaConfBaseException) as error:
         # Hydra says what it tried ("Could not override 'foo'."); its cause says why ("Key 'foo' not in ...").
@@ -103,13 +110,31 @@ def _check_overrides(overrides: list[str]) -> None:
         raise HarnessError(f"{what}: {why}" if why else what) from None
 
 
-def _results_table(metrics: dict) -> str:
-    columns = ["task", "model", "method", "template", "shots", "seed", "n", "accuracy", "macro_f1", "wall_time_s"]
-    values = [_format(metrics.get(column)) for column in columns]
-    widths = [max(len(column), len(value)) for column, value in zip(columns, values)]
-    header = "  ".join(column.ljust(width) for column, width in zip(columns, widths))
-    row = "  ".join(value.ljust(width) for value, width in zip(values, widths))
-    return f"{header}\n{row}"
+def _results_table(records: list[dict]) -> str:
+    columns = ["task", "model", "method", "template", "shots", "seed", "n", "accuracy", "macro_f1"]
+    if any(record.get("calibration", "none") != "none" for record in records):
+        columns += ["calibration", "uncalibrated_accuracy"]
+    columns += ["wall_time_s"]
+    rows = [[_format(_value(record, column)) for column in columns] for record in records]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
+    lines += ["  ".join(value.ljust(width) for value, width in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def _value(record: dict, column: str) -> object:
+    if column == "uncalibrated_accuracy":
+        return (record.get("uncalibrated") or {}).get("accuracy")
+    return record.get(column)
+
+
+def _template_spread(records: list[dict]) -> str:
+    """template=all: how much the choice of template moves accuracy (mean, std over templates, range)."""
+    values = [record["accuracy"] for record in records]
+    mean = sum(values) / len(values)
+    std = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
+    return (f"across {len(values)} templates: accuracy {mean:.4f} ± {std:.4f} (std over templates), "
+            f"min {min(values):.4f}, max {max(values):.4f}")
 
 
 def _format(value: object) -> str:

@@ -81,14 +81,20 @@ class RunConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
-    template: Optional[str] = None  # default: the task's default_template
+    template: Optional[str] = None  # default: the task's default_template; all: every template, one run each
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
-    demos: str = "random"  # random | balanced
+    demos: str = "random"  # random | balanced | first_n | ids (demo_ids) | bm25 | tfidf (nearest per test example)
+    demo_ids: Optional[List[str]] = None  # demos=ids: these pool example ids, in this order
+    demo_order: Any = "drawn"  # drawn | shuffled (seeded) | a permutation of positions, e.g. [2,0,1]
     subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
     limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)
-    scorer: str = "rank"  # rank: log-prob of each verbalizer; generate: greedy decoding parsed to a label
+    # rank: log-prob of each verbalizer; channel: log-prob of the input after each verbalizer (channel_*
+    # templates); generate: greedy decoding parsed to a label
+    scorer: str = "rank"
+    calibration: str = "none"  # none | contextual (Zhao et al. 2021) | pmi (domain-conditional, Holtzman et al. 2021)
+    content_free_inputs: List[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
     normalize: str = "sum"  # rank scorer: sum = total log-prob of the verbalizer; mean = per token
     max_new_tokens: int = 8  # generate scorer
     batch_size: Any = 8  # rows per forward pass, or "auto": start large, halve on out-of-memory

@@ -1,38 +1,107 @@
-"""Demonstration selection: which k examples of the demonstration split a run shows.
+"""Demonstration selection: which k examples of the demonstration split each test example sees.
 
-The same (pool, k, seed, strategy) always gives the same examples in the same order, so a
-fine-tuning run with seed s and k shots can train on exactly what the ICL run showed.
+Two kinds of strategy:
+- one set for the whole run (random, balanced, first_n, ids): the same (pool, k, seed, strategy)
+  always gives the same examples, so a fine-tuning run with seed s and k shots can train on
+  exactly what the ICL run showed;
+- one set per test example (bm25, tfidf: its k nearest neighbours in the pool).
+
+Then the order: as drawn (retrieval: the nearest neighbour last, next to the query, as in Liu et
+al. 2022), shuffled with the run's seed, or a given permutation of positions.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from harness.data import Example
 from harness.errors import HarnessError
+from harness.retrieval import RETRIEVERS, nearest_neighbours
 
-STRATEGIES = ("random", "balanced", "first_n")
+FIXED_STRATEGIES = ("random", "balanced", "first_n", "ids")
+STRATEGIES = (*FIXED_STRATEGIES, *RETRIEVERS)
+ORDERS = ("drawn", "shuffled")
+_SHUFFLE_STREAM = 1  # a second random stream of the run seed: shuffling never changes which examples are drawn
 
 
 def select_demonstrations(
-    pool: Sequence[Example], k: int, seed: int, strategy: str, labels: Sequence[str]
+    pool: Sequence[Example], k: int, seed: int, strategy: str, labels: Sequence[str],
+    ids: Sequence[str] | None = None,
 ) -> list[Example]:
-    if k < 0:
-        raise HarnessError(f"shots must be >= 0, got {k}")
-    if strategy not in STRATEGIES:
-        raise HarnessError(f"unknown demos strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})")
+    """The run's one demonstration set, in drawn order (strategies that pick per example are refused)."""
+    _check_k(pool, k, strategy)
+    if strategy not in FIXED_STRATEGIES:
+        raise HarnessError(f"demos={strategy} picks demonstrations per test example; this needs one set for the run")
     if k == 0:
         return []
-    if k > len(pool):
-        raise HarnessError(f"shots={k} but the demonstration pool holds only {len(pool)} examples")
+    if strategy == "ids":
+        return _by_ids(pool, k, ids)
     if strategy == "first_n":  # the pool's first k rows, the same for every seed (lm-evaluation-harness's first_n)
         return list(pool[:k])
     rng = np.random.default_rng(seed)
     if strategy == "random":
         return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
     return _balanced(pool, k, rng, labels)
+
+
+def demonstrations_per_example(
+    examples: Sequence[Example], pool: Sequence[Example], k: int, seed: int, strategy: str,
+    labels: Sequence[str], ids: Sequence[str] | None, order: Any,
+) -> list[list[Example]]:
+    """Each test example's demonstrations, ordered: the same list for every example unless retrieving."""
+    _check_k(pool, k, strategy)
+    _check_order(order, k)
+    if strategy in RETRIEVERS and k:
+        neighbours = nearest_neighbours(strategy, [_text(e) for e in pool], [_text(e) for e in examples], k)
+        # the nearest last, right before the query
+        return [reorder([pool[i] for i in reversed(row)], order, seed, position) for position, row in enumerate(neighbours)]
+    shared = reorder(select_demonstrations(pool, k, seed, strategy, labels, ids), order, seed)
+    return [shared for _ in examples]
+
+
+def reorder(demos: list[Example], order: Any, seed: int, stream: int = 0) -> list[Example]:
+    """`order`: "drawn" (unchanged), "shuffled" (seeded; `stream` tells test examples apart), or a
+    permutation: position i of the result holds drawn demonstration order[i]."""
+    if order == "drawn" or not demos:
+        return demos
+    if order == "shuffled":
+        rng = np.random.default_rng([seed, _SHUFFLE_STREAM, stream])
+        return [demos[i] for i in rng.permutation(len(demos))]
+    return [demos[i] for i in order]
+
+
+def _check_k(pool: Sequence[Example], k: int, strategy: str) -> None:
+    if k < 0:
+        raise HarnessError(f"shots must be >= 0, got {k}")
+    if strategy not in STRATEGIES:
+        raise HarnessError(f"unknown demos strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})")
+    if k > len(pool):
+        raise HarnessError(f"shots={k} but the demonstration pool holds only {len(pool)} examples")
+
+
+def _check_order(order: Any, k: int) -> None:
+    if order in ORDERS:
+        return
+    if isinstance(order, str) or not isinstance(order, Sequence) or sorted(order) != list(range(k)):
+        raise HarnessError(
+            f"demo_order must be drawn, shuffled or a permutation of 0..{k - 1} (one index per shot), got {order!r}"
+        )
+
+
+def _by_ids(pool: Sequence[Example], k: int, ids: Sequence[str] | None) -> list[Example]:
+    if not ids or len(ids) != k:
+        raise HarnessError(f"demos=ids needs demo_ids with exactly shots={k} example ids, got {list(ids or [])}")
+    by_id = {example.id: example for example in pool}
+    missing = [str(i) for i in ids if str(i) not in by_id]
+    if missing:
+        raise HarnessError(f"demo_ids not in the demonstration split: {', '.join(missing)}")
+    return [by_id[str(i)] for i in ids]
+
+
+def _text(example: Example) -> str:
+    return " ".join(example.fields.values())
 
 
 def _balanced(pool: Sequence[Example], k: int, rng: np.random.Generator, labels: Sequence[str]) -> list[Example]:

@@ -13,7 +13,7 @@ to the answer. The whitespace just before the answer belongs to the scored conti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import jinja2
@@ -114,6 +114,13 @@ def _verbalizers(task: TaskConfig, answer_choices: Mapping[str, str] | None, whe
     return verbalizers
 
 
+def is_channel(template: Template, fields: Sequence[str]) -> bool:
+    """A channel template puts the answer before every input field ("A {{ answer }} one . {{ text }}")."""
+    rendered = template.render(_field_marks(fields), _ANSWER_MARK)
+    answer_at = rendered.find(_ANSWER_MARK)
+    return all(rendered.find(_field_mark(i)) > answer_at for i in range(len(fields)) if _field_mark(i) in rendered)
+
+
 def build_prompt(template: Template, demonstrations: Sequence[Example], example: Example) -> Prompt:
     rendered = template.render(example, _ANSWER_MARK)
     if rendered.count(_ANSWER_MARK) != 1:
@@ -132,3 +139,56 @@ def build_prompt(template: Template, demonstrations: Sequence[Example], example:
         query=query,
         continuations=tuple(gap + template.verbalizers[label] for label in template.verbalizers),
     )
+
+
+def build_channel_prompts(template: Template, demonstrations: Sequence[Example], example: Example) -> list[Prompt]:
+    """Noisy-channel scoring (Min et al. 2022): per label, a prompt whose query ends just before the
+    input, with that label's verbalizer in place; the scored continuation is the input onwards."""
+    demos = tuple(template.render(demo, template.verbalizers[demo.label]) + template.separator for demo in demonstrations)
+    marks = _field_marks(list(example.fields))
+    prompts = []
+    for label, verbalizer in template.verbalizers.items():
+        marked = template.render(marks, verbalizer)
+        positions = [marked.find(_field_mark(i)) for i in range(len(example.fields))]
+        # the whitespace before the input goes with the scored input, as it goes with an answer
+        head = marked[: min((p for p in positions if p >= 0), default=0)].rstrip()
+        rendered = template.render(example, verbalizer).rstrip()
+        if not head or not rendered.startswith(head) or len(rendered) == len(head):
+            raise HarnessError(f"template '{template.name}' cannot be scored as a channel: "
+                               "it must render label words, then the input")
+        prompts.append(Prompt(
+            example_id=f"{example.id}|{label}",
+            instruction=template.instruction + template.separator if template.instruction else "",
+            demonstrations=demos,
+            demo_ids=tuple(demo.id for demo in demonstrations),
+            query=head,
+            continuations=(rendered[len(head):],),
+        ))
+    return prompts
+
+
+def content_free_prompt(template: Template, demonstrations: Sequence[Example], fields: Sequence[str], text: str) -> Prompt:
+    """The prompt with every input field set to a content-free string ("N/A", "", "[MASK]"; Zhao et al. 2021)."""
+    example = Example(id=f"content-free:{text}", fields={name: text for name in fields}, label="")
+    return build_prompt(template, demonstrations, example)
+
+
+def domain_premise_prompt(template: Template, demonstrations: Sequence[Example], fields: Sequence[str]) -> Prompt:
+    """The prompt with the query cut to its domain premise: the text between the last input field and
+    the answer ("Sentiment:"), for domain-conditional PMI (Holtzman et al. 2021)."""
+    marked = template.render(_field_marks(fields), _ANSWER_MARK).split(_ANSWER_MARK)[0]
+    last_field_end = max(marked.rfind(_field_mark(i)) + len(_field_mark(i)) for i in range(len(fields)))
+    premise = marked[last_field_end:].strip()
+    if not premise:
+        raise HarnessError(f"template '{template.name}' has no text between the input and the answer, "
+                           "so domain-conditional PMI has no premise to condition on")
+    return replace(content_free_prompt(template, demonstrations, fields, ""), example_id="domain-premise", query=premise)
+
+
+def _field_mark(index: int) -> str:
+    return f"\x01field{index}\x01"
+
+
+def _field_marks(fields: Sequence[str]) -> Example:
+    """A stand-in example whose field values mark where each field lands in the rendered text."""
+    return Example(id="marks", fields={name: _field_mark(i) for i, name in enumerate(fields)}, label="")

@@ -29,6 +29,8 @@ class ScoringRequest:
 def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:
     """Token ids of every prompt; the context leaves room for the longest continuation and for
     `answer_tokens` (the generation scorer's new tokens)."""
+    if not prompts:
+        return []
     continuation_cache: dict[str, tuple[int, ...]] = {}
     contexts = lm.encode([prompt.context() for prompt in prompts], is_context=True)
     requests = []

@@ -11,23 +11,26 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from harness.calibration import CALIBRATIONS, expected_calibration_error
+from harness.classify import classify
 from harness.config import RunConfig
 from harness.data import load_split
-from harness.demos import select_demonstrations
+from harness.demos import demonstrations_per_example
 from harness.errors import HarnessError
 from harness.finetune import METHODS as FINETUNING_METHODS
 from harness.finetune import finetune
 from harness.generation import generate_labels
 from harness.metrics import NO_LABEL, compute_metrics
 from harness.models import load_language_model
-from harness.prompts import build_prompt, load_template
+from harness.prompts import build_prompt, is_channel, load_template
+from harness.registry import template_files
 from harness.records import config_hash, environment, run_dir_name, write_json, write_jsonl, write_text_atomic
 from harness.requests import build_requests
-from harness.scoring import LabelScores, score_requests
+from harness.retrieval import RETRIEVERS
 
 METHODS = ("icl", *FINETUNING_METHODS)
 NORMALIZATIONS = ("sum", "mean")
-SCORERS = ("rank", "generate")
+SCORERS = ("rank", "channel", "generate")
 SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
 
 
@@ -36,14 +39,6 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     reused: bool = False  # the record was complete already, nothing ran
-
-
-def predict(scores: LabelScores, normalize: str) -> int:
-    """Index of the best label: highest summed log-prob, or per-token mean with normalize=mean."""
-    values = scores.logprobs
-    if normalize == "mean":
-        values = tuple(value / count for value, count in zip(values, scores.token_counts))
-    return max(range(len(values)), key=values.__getitem__)  # ties go to the first label
 
 
 def run(config: RunConfig, progress: bool = True) -> RunResult:
@@ -55,6 +50,12 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         return RunResult(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()), reused=True)
     task = config.task
     template = load_template(task, config.template or task.default_template)
+    if is_channel(template, task.fields) and config.scorer != "channel":
+        raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
+                           "use scorer=channel")
+    if config.scorer == "channel" and not is_channel(template, task.fields):
+        raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
+                           f"(a channel_* template), not '{template.name}'")
     labels = list(task.labels)
     examples = load_split(task, task.eval_split)
     if config.subsample is not None and config.subsample < len(examples):
@@ -63,33 +64,47 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     if config.limit is not None:
         examples = examples[: config.limit]
     pool = load_split(task, task.demo_split) if config.shots else []
-    # ICL shows these k examples; fine-tuning trains on exactly the same ones.
-    demonstrations = select_demonstrations(pool, config.shots, config.seed, config.demos, labels)
-    in_prompt = demonstrations if config.method.name == "icl" else demonstrations[: config.eval_shots]
-    prompts = [build_prompt(template, in_prompt, example) for example in examples]
+    # Each test example's demonstrations. ICL shows them; fine-tuning trains on the run's one set
+    # (the very examples the ICL run with this seed shows) and shows its first eval_shots.
+    per_example = demonstrations_per_example(examples, pool, config.shots, config.seed, config.demos, labels,
+                                             config.demo_ids, config.demo_order)
+    training_set = per_example[0] if config.method.name != "icl" else []
+    shown = per_example if config.method.name == "icl" else [training_set[: config.eval_shots]] * len(examples)
 
     lm = load_language_model(config.model, config.device)
     training = None
     if config.method.name != "icl":
-        training = finetune(lm, config.method, template, demonstrations, config.seed, run_dir, progress)
+        training = finetune(lm, config.method, template, training_set, config.seed, run_dir, progress)
     batch_size = None if config.batch_size == "auto" else config.batch_size
-    if config.scorer == "rank":
-        requests = build_requests(prompts, lm)
-        scores, stats = score_requests(lm, requests, batch_size, config.prefix_cache, progress)
-        predictions = [predict(score, config.normalize) for score in scores]
-        details = [{"scores": dict(zip(labels, s.logprobs)), "label_tokens": dict(zip(labels, s.token_counts))}
-                   for s in scores]
-        # one pass over the context, then every label's tokens: what scoring a query needs at the least
-        inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids)) for r in requests)
-    else:
+    references = [labels.index(example.label) for example in examples]
+    extra: dict[str, Any] = {}
+    if config.scorer == "generate":
+        prompts = [build_prompt(template, demos, example) for demos, example in zip(shown, examples)]
         requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
         verbalizers = list(template.verbalizers.values())
         generations, stats = generate_labels(lm, requests, verbalizers, config.max_new_tokens, batch_size, progress)
         predictions = [NO_LABEL if g.label is None else g.label for g in generations]
         details = [{"generation": g.text} for g in generations]
         inference_tokens = stats.tokens_scored  # contexts + generated tokens
-    references = [labels.index(example.label) for example in examples]
-    metrics = compute_metrics(task.metrics, predictions, references)
+        metrics = compute_metrics(task.metrics, predictions, references)
+        extra["no_label_rate"] = predictions.count(NO_LABEL) / len(examples)
+    else:
+        result = classify(lm, template, task.fields, examples, shown, config.scorer, config.calibration,
+                          config.content_free_inputs, config.normalize, batch_size, config.prefix_cache, progress)
+        requests, stats, predictions = result.requests, result.stats, result.predictions
+        details = [{"scores": dict(zip(labels, scores.tolist())), "probabilities": dict(zip(labels, probs.tolist()))}
+                   for scores, probs in zip(result.scores, result.probabilities)]
+        inference_tokens = result.inference_tokens
+        metrics = compute_metrics(task.metrics, predictions, references)
+        metrics["ece"] = expected_calibration_error(result.probabilities, references)
+        if config.calibration != "none":  # the same run without calibration, for the side-by-side table
+            uncalibrated = compute_metrics(task.metrics, result.uncalibrated_predictions, references)
+            uncalibrated["ece"] = expected_calibration_error(result.uncalibrated_probabilities, references)
+            extra["uncalibrated"] = uncalibrated
+            extra["calibration_scores"] = [
+                {"demo_ids": list(key), "scores": [dict(zip(labels, row)) for row in rows]}
+                for key, rows in result.calibration_scores.items()
+            ]
 
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
     write_jsonl(
@@ -113,12 +128,16 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         "template": template.name,
         "shots": config.shots,
         "seed": config.seed,
+        "scorer": config.scorer,
+        "calibration": config.calibration,
+        "demos": config.demos,
         "config_hash": config_hash(resolved),
         **metrics,
         "n": len(examples),
-        **({"no_label_rate": predictions.count(NO_LABEL) / len(examples)} if config.scorer == "generate" else {}),
-        "demo_ids": [demo.id for demo in in_prompt],
-        "train_ids": [demo.id for demo in demonstrations] if training else [],
+        **extra,
+        # the run's one demonstration set; null when each example has its own (see predictions.jsonl)
+        "demo_ids": [demo.id for demo in shown[0]] if shown and all(d is shown[0] for d in shown) else None,
+        "train_ids": [demo.id for demo in training_set],
         "examples_with_dropped_demos": sum(1 for request in requests if request.dropped_demos),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "scoring_time_s": round(stats.seconds, 3),
@@ -136,6 +155,17 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     return RunResult(run_dir=run_dir, metrics=record)
 
 
+def templates_to_run(config: RunConfig) -> list[str]:
+    """template=all: every template of the task that suits the scorer (channel templates for scorer=channel)."""
+    if config.template != "all":
+        return [config.template or config.task.default_template]
+    names = [name for name in template_files(config.task.name)
+             if is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == "channel")]
+    if not names:
+        raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
+    return names
+
+
 def _check(config: RunConfig) -> None:
     if config.method.name not in METHODS:
         raise HarnessError(f"method '{config.method.name}' is not available (methods: {', '.join(METHODS)})")
@@ -145,6 +175,13 @@ def _check(config: RunConfig) -> None:
         raise HarnessError(f"eval_shots must be between 0 and shots ({config.shots}), got {config.eval_shots}")
     if config.scorer not in SCORERS:
         raise HarnessError(f"unknown scorer '{config.scorer}' (choose from: {', '.join(SCORERS)})")
+    if config.calibration not in CALIBRATIONS:
+        raise HarnessError(f"unknown calibration '{config.calibration}' (choose from: {', '.join(CALIBRATIONS)})")
+    if config.calibration != "none" and config.scorer != "rank":
+        raise HarnessError(f"calibration={config.calibration} applies to scorer=rank, not scorer={config.scorer}")
+    if config.demos in RETRIEVERS and config.method.name != "icl":
+        raise HarnessError(f"demos={config.demos} picks demonstrations per test example; "
+                           "fine-tuning needs one training set (demos=random, balanced, first_n or ids)")
     if config.max_new_tokens < 1:
         raise HarnessError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
     if config.normalize not in NORMALIZATIONS:

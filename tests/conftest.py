@@ -98,6 +98,7 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         'example: "Text: {{ text }}\\nLabel: {{ answer }}"\n'
         "answer_choices: {neg: not at all wonderful, pos: truly wonderfully excellent}\n"
     )
+    (prompts / "channel.yaml").write_text('example: "Label: {{ answer }}\\nText: {{ text }}"\nseparator: "\\n\\n"\n')
     (prompts / "missing_field.yaml").write_text('example: "Text: {{ title }}\\nLabel: {{ answer }}"\n')
     (prompts / "empty_verbalizer.yaml").write_text(
         'example: "Text: {{ text }}\\nLabel: {{ answer }}"\nanswer_choices: {neg: "", pos: good}\n'
