@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from harness.report.stats import break_even_queries
 
 
 def main() -> None:
@@ -84,9 +87,9 @@ def summarise(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     rows = []
     for method in methods:
         group = runs[runs["method"] == method]
-        saved_per_query = 2 * parameters * (icl_tokens - group["tokens_per_query"].mean())
         flops = group["train_flops"].mean()
-        break_even = f"{flops / saved_per_query:,.0f}" if method != "icl" and saved_per_query > 0 else "-"
+        queries = break_even_queries(flops, parameters, icl_tokens, group["tokens_per_query"].mean())
+        break_even = f"{queries:,.0f}" if method != "icl" and math.isfinite(queries) else "-"
         rows.append({
             "method": method,
             "seeds": len(group),

@@ -1,4 +1,4 @@
-"""Command line: `python -m harness run [overrides]`, `python -m harness list`."""
+"""Command line: `python -m harness run [overrides]`, `python -m harness list`, `python -m harness report`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ commands:
          -m for sweeps (python -m harness run -m shots=0,4,8 seed=1,2,3);
          `python -m harness run --help` shows every setting
   list   show tasks, templates and models
+  report tables and plots from the run records: python -m harness report [results_dir] [task=sst2 ...];
+         `python -m harness report --help` shows its options
 """
-COMMANDS = ("run", "list")
+COMMANDS = ("run", "list", "report")
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +30,10 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown command '{command}' (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     try:
+        if command == "report":
+            from harness.report.command import report_command  # no Hydra, no torch
+
+            return report_command(rest)
         from harness import cli  # imported late: `--help` and typos stay fast
 
         return cli.list_command() if command == "list" else cli.run_command(rest)

@@ -85,8 +85,10 @@ class RunConfig:
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
-    demos: str = "random"  # random | balanced | first_n | ids (demo_ids) | bm25 | tfidf (nearest per test example)
+    # random | balanced | first_n | ids (demo_ids) | bm25 | tfidf | embedding: the last three per test example
+    demos: str = "random"
     demo_ids: Optional[List[str]] = None  # demos=ids: these pool example ids, in this order
+    retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # demos=embedding: the sentence encoder
     demo_order: Any = "drawn"  # drawn | shuffled (seeded) | a permutation of positions, e.g. [2,0,1]
     subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
     limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)

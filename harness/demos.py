@@ -4,7 +4,7 @@ Two kinds of strategy:
 - one set for the whole run (random, balanced, first_n, ids): the same (pool, k, seed, strategy)
   always gives the same examples, so a fine-tuning run with seed s and k shots can train on
   exactly what the ICL run showed;
-- one set per test example (bm25, tfidf: its k nearest neighbours in the pool).
+- one set per test example (bm25, tfidf, embedding: its k nearest neighbours in the pool).
 
 Then the order: as drawn (retrieval: the nearest neighbour last, next to the query, as in Liu et
 al. 2022), shuffled with the run's seed, or a given permutation of positions.
@@ -48,13 +48,13 @@ def select_demonstrations(
 
 def demonstrations_per_example(
     examples: Sequence[Example], pool: Sequence[Example], k: int, seed: int, strategy: str,
-    labels: Sequence[str], ids: Sequence[str] | None, order: Any,
+    labels: Sequence[str], ids: Sequence[str] | None, order: Any, encoder: str | None = None,
 ) -> list[list[Example]]:
     """Each test example's demonstrations, ordered: the same list for every example unless retrieving."""
     _check_k(pool, k, strategy)
     _check_order(order, k)
     if strategy in RETRIEVERS and k:
-        neighbours = nearest_neighbours(strategy, [_text(e) for e in pool], [_text(e) for e in examples], k)
+        neighbours = nearest_neighbours(strategy, [_text(e) for e in pool], [_text(e) for e in examples], k, encoder)
         # the nearest last, right before the query
         return [reorder([pool[i] for i in reversed(row)], order, seed, position) for position, row in enumerate(neighbours)]
     shared = reorder(select_demonstrations(pool, k, seed, strategy, labels, ids), order, seed)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
+
+from huggingface_hub import try_to_load_from_cache
 
 from harness.errors import HarnessError
 
@@ -34,3 +37,19 @@ def require_hub(what: str, hint: str) -> None:
         raise HarnessError(f"{what} is not available locally and HF_HUB_OFFLINE=1 forbids downloading it; {hint}")
     if not hub_reachable():
         raise HarnessError(f"{what} must come from the Hugging Face hub, which cannot be reached (offline?); {hint}")
+
+
+def resolve_model_source(path: str, revision: str | None, what: str, hint: str) -> tuple[str, bool]:
+    """A local directory, or a hub id that is cached or can be downloaded now; and whether to load it with
+    local_files_only (cached but the hub is out of reach: skip the libraries' ~20 s of retries)."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return str(local), False
+    if path.startswith((".", "/", "~")):
+        raise HarnessError(f"{what} path not found: {path}")
+    if hub_offline_by_choice():  # the libraries serve their cache or fail at once
+        return path, False
+    cached = isinstance(try_to_load_from_cache(path, "config.json", revision=revision), str)
+    if not cached:
+        require_hub(f"{what} '{path}'", hint=hint)
+    return path, cached and not hub_reachable()

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from harness.assets import asset_path, cache_dir
 from harness.config import ModelConfig
 from harness.errors import HarnessError
-from harness.hub import hub_offline_by_choice, require_hub
+from harness.hub import resolve_model_source
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -82,12 +81,13 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
 def load_language_model(config: ModelConfig, device_name: str) -> LanguageModel:
     device = resolve_device(device_name)
     dtype = resolve_dtype(config.dtype, device)
-    source = _gguf_cached_dir(config) if config.gguf_asset else _local_or_hub(config)
+    source, local_only = (_gguf_cached_dir(config), False) if config.gguf_asset else resolve_model_source(
+        config.path, config.revision, "model", hint="use a local path or a named model (python -m harness list)")
     transformers_logging.disable_progress_bar()  # a second per load, not worth a bar
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            source, revision=config.revision, dtype=dtype, attn_implementation="sdpa"
+            source, revision=config.revision, dtype=dtype, attn_implementation="sdpa", local_files_only=local_only
         )
     except (OSError, ValueError, KeyError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -113,19 +113,6 @@ def _context_window(model: PreTrainedModel) -> int:
         if isinstance(value, int) and value > 0:
             return value
     raise HarnessError(f"cannot tell the context window of '{model.name_or_path}': set model.max_length")
-
-
-def _local_or_hub(config: ModelConfig) -> str:
-    """A local directory, or a hub id that is cached or can be downloaded now."""
-    path = Path(config.path).expanduser()
-    if path.exists():
-        return str(path)
-    if config.path.startswith((".", "/", "~")):
-        raise HarnessError(f"model path not found: {config.path}")
-    cached = try_to_load_from_cache(config.path, "config.json", revision=config.revision)
-    if not isinstance(cached, str) and not hub_offline_by_choice():  # offline, transformers fails at once
-        require_hub(f"model '{config.path}'", hint="use a local path or a named model (python -m harness list)")
-    return config.path
 
 
 def _gguf_cached_dir(config: ModelConfig) -> str:

@@ -1,7 +1,8 @@
-"""Nearest neighbours of each test input in the demonstration pool, by BM25 or TF-IDF cosine.
+"""Nearest neighbours of each test input in the demonstration pool: BM25, TF-IDF cosine, or the
+cosine of sentence embeddings (a sentence-transformers encoder, when installed).
 
-Both run on an inverted index of lower-cased word tokens, so a query only touches the pool
-entries that share a word with it. Ties go to the earlier pool entry, so results are stable.
+BM25 and TF-IDF run on an inverted index of lower-cased word tokens, so a query only touches the
+pool entries that share a word with it. Ties go to the earlier pool entry, so results are stable.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import math
 import re
 from collections import Counter, defaultdict
 from typing import Callable, Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.hub import resolve_model_source
 
 BM25_K1 = 1.5  # term-frequency saturation (Okapi BM25, as in Lucene and rank_bm25)
 BM25_B = 0.75  # document-length normalisation
@@ -61,15 +67,40 @@ class RetrievalIndex:
         return [score / (query_norm * norm) if norm else 0.0 for score, norm in zip(scores, self.norms)]
 
 
-RETRIEVERS: dict[str, Callable[[RetrievalIndex, list[str]], list[float]]] = {"bm25": RetrievalIndex.bm25, "tfidf": RetrievalIndex.tfidf_cosine}
+LEXICAL: dict[str, Callable[[RetrievalIndex, list[str]], list[float]]] = {
+    "bm25": RetrievalIndex.bm25, "tfidf": RetrievalIndex.tfidf_cosine,
+}
+RETRIEVERS = (*LEXICAL, "embedding")
+EMBEDDING_BATCH = 64
 
 
-def nearest_neighbours(method: str, pool: Sequence[str], queries: Sequence[str], k: int) -> list[list[int]]:
+def nearest_neighbours(method: str, pool: Sequence[str], queries: Sequence[str], k: int,
+                       encoder: str | None = None) -> list[list[int]]:
     """For each query, the pool positions of its k best matches, best first."""
+    if method == "embedding":
+        return _embedding_neighbours(encoder, pool, queries, k)
     index = RetrievalIndex(pool)
-    score = RETRIEVERS[method]
+    score = LEXICAL[method]
     neighbours = []
     for query in queries:
         scores = score(index, tokenize(query))
         neighbours.append(sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k])
     return neighbours
+
+
+def _embedding_neighbours(encoder: str | None, pool: Sequence[str], queries: Sequence[str], k: int) -> list[list[int]]:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise HarnessError("demos=embedding needs sentence-transformers: pip install 'harness[retrieval]'") from None
+    if not encoder:
+        raise HarnessError("demos=embedding needs retriever=<sentence-transformers model id or path>")
+    source, local_only = resolve_model_source(encoder, None, "sentence encoder", hint="set retriever=<local path>")
+    try:
+        model = SentenceTransformer(source, local_files_only=local_only)
+    except (OSError, ValueError) as error:
+        raise HarnessError(f"cannot load sentence encoder '{encoder}': {str(error).splitlines()[0]}") from None
+    options = {"batch_size": EMBEDDING_BATCH, "normalize_embeddings": True, "convert_to_numpy": True,
+               "show_progress_bar": False}
+    similarity = model.encode(list(queries), **options) @ model.encode(list(pool), **options).T
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k].tolist()  # stable: ties go to the earlier entry

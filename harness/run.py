@@ -67,7 +67,7 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     # Each test example's demonstrations. ICL shows them; fine-tuning trains on the run's one set
     # (the very examples the ICL run with this seed shows) and shows its first eval_shots.
     per_example = demonstrations_per_example(examples, pool, config.shots, config.seed, config.demos, labels,
-                                             config.demo_ids, config.demo_order)
+                                             config.demo_ids, config.demo_order, config.retriever)
     training_set = per_example[0] if config.method.name != "icl" else []
     shown = per_example if config.method.name == "icl" else [training_set[: config.eval_shots]] * len(examples)
 

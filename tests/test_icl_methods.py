@@ -61,6 +61,46 @@ def test_tfidf_cosine_by_hand() -> None:
     assert index.tfidf_cosine(["a"]) == pytest.approx([idf_a / math.hypot(idf_a, idf_b), 1.0])
 
 
+def test_tfidf_matches_scikit_learn() -> None:
+    feature_extraction = pytest.importorskip("sklearn.feature_extraction.text")
+    pool = [e.fields["text"] for e in POOL]
+    vectorizer = feature_extraction.TfidfVectorizer(token_pattern=r"(?u)\b\w+\b")
+    matrix = vectorizer.fit_transform(pool)
+    query = "the cat and the football team"
+    expected = (vectorizer.transform([query]) @ matrix.T).toarray()[0]
+    assert RetrievalIndex(pool).tfidf_cosine(tokenize(query)) == pytest.approx(expected.tolist(), abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 1-layer BERT with mean pooling, saved as a sentence-transformers model."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import models
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory = tmp_path_factory.mktemp("encoder")
+    words = sorted({word for example in POOL for word in tokenize(example.fields["text"])} | {"my"})
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64))
+    bert.save_pretrained(directory / "bert")
+    # (in transformers 5 a tokenizer built from vocab_file= maps every word to [UNK]; a dict works)
+    BertTokenizer(vocab={word: i for i, word in enumerate(vocabulary)}).save_pretrained(directory / "bert")
+    encoder = sentence_transformers.SentenceTransformer(
+        modules=[models.Transformer(str(directory / "bert")), models.Pooling(32, "mean")], device="cpu")
+    encoder.save(str(directory / "encoder"))
+    return directory / "encoder"
+
+
+def test_embedding_retrieval_finds_the_same_sentence_first(tiny_sentence_encoder: Path) -> None:
+    pool = [e.fields["text"] for e in POOL]
+    queries = [pool[3], pool[1]]  # an exact copy has cosine 1, whatever the (random) encoder
+    neighbours = nearest_neighbours("embedding", pool, queries, k=3, encoder=str(tiny_sentence_encoder))
+    assert [row[0] for row in neighbours] == [3, 1] and all(len(set(row)) == 3 for row in neighbours)
+
+
 def test_retrieved_demonstrations_put_the_nearest_last() -> None:
     queries = [Example("q0", {"text": "a cat"}, "neg"), Example("q1", {"text": "football"}, "pos")]
     per_example = demonstrations_per_example(queries, POOL, 2, seed=1, strategy="bm25", labels=LABELS, ids=None,
@@ -227,3 +267,13 @@ def test_template_all_runs_every_direct_template(tmp_path: Path, harness_env: di
     assert done.returncode == 0, done.stderr
     assert sorted(m["template"] for m, _ in _records(tmp_path / "out")) == ["instructed", "multi", "plain"]
     assert "across 3 templates: accuracy" in done.stdout
+
+
+def test_embedding_demonstrations_in_a_run(tmp_path: Path, harness_env: dict, tiny_model_dir: Path,
+                                           tiny_sentence_encoder: Path) -> None:
+    done = _run(tmp_path, harness_env, tiny_model_dir, "shots=2", "demos=embedding",
+                f"retriever={tiny_sentence_encoder}")
+    assert done.returncode == 0, done.stderr
+    [(metrics, rows)] = _records(tmp_path / "out")
+    assert metrics["demos"] == "embedding" and metrics["demo_ids"] is None
+    assert all(len(row["demo_ids"]) == 2 for row in rows)

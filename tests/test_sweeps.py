@@ -1,0 +1,69 @@
+"""Sweeps through Hydra's launchers: a real joblib sweep of the tiny model that resumes, and the SLURM
+launcher's config (submitit cannot run without a SLURM cluster: only its composition is checked)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
+def _records(output: Path) -> dict[str, int]:
+    """Run directory -> metrics.json modification time."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in output.glob("*/metrics.json")}
+
+
+def test_joblib_sweep_resumes_and_reports(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[sweep]'")
+    output = tmp_path / "results"
+    sweep = ["run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "task=toy", f"model={tiny_model_dir}",
+             "method=icl,lora", "shots=2", "seed=1,2", "method.steps=2", f"output_dir={output}"]
+    first = run_cli(*sweep, env=harness_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = _records(output)
+    assert len(before) == 4 and "Joblib" in first.stdout + first.stderr
+
+    # an interrupted sweep: one run's record is missing; running the sweep again runs that one only
+    interrupted = sorted(before)[1]
+    shutil.rmtree(output / interrupted)
+    second = run_cli(*sweep, env=harness_env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = _records(output)
+    assert set(after) == set(before)
+    assert [name for name in after if after[name] != before[name]] == [interrupted]
+
+    done = run_cli("report", str(output), env=harness_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    comparison = pd.read_csv(output / "report" / "comparison.csv")
+    assert list(comparison["method"]) == ["lora"] and list(comparison["pairs"]) == [2]
+    assert list(comparison["items"]) == [8]  # 2 seeds x 4 toy test items, paired on their ids
+    assert "## Fine-tuning vs ICL at equal k" in done.stdout and (output / "report" / "report.html").exists()
+
+
+def test_slurm_launcher_config_composes(tmp_path: Path, harness_env: dict) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    done = run_cli("run", "--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                   "hydra.launcher.timeout_min=30", env=harness_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert SUBMITIT_SLURM in done.stdout
+    for line in ("partition: gpu", "timeout_min: 30", "gpus_per_node: 1", "array_parallelism: 64"):
+        assert line in done.stdout
+
+
+def test_launcher_overrides_pass_the_up_front_check(harness_env: dict) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[sweep]'")
+    from harness.cli import _check_overrides
+    from harness.errors import HarnessError
+    from harness.registry import register_configs
+
+    register_configs()
+    _check_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "shots=0,4"])
+    _check_overrides(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.mem_gb=32"])
+    with pytest.raises(HarnessError, match="unknown hydra/launcher 'slrum'.*pip install"):
+        _check_overrides(["hydra/launcher=slrum"])
