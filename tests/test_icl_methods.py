@@ -76,7 +76,7 @@ def tiny_sentence_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 1-layer BERT with mean pooling, saved as a sentence-transformers model."""
     sentence_transformers = pytest.importorskip("sentence_transformers")
     import torch
-    from sentence_transformers import models
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizer
 
     directory = tmp_path_factory.mktemp("encoder")
@@ -89,7 +89,7 @@ def tiny_sentence_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # (in transformers 5 a tokenizer built from vocab_file= maps every word to [UNK]; a dict works)
     BertTokenizer(vocab={word: i for i, word in enumerate(vocabulary)}).save_pretrained(directory / "bert")
     encoder = sentence_transformers.SentenceTransformer(
-        modules=[models.Transformer(str(directory / "bert")), models.Pooling(32, "mean")], device="cpu")
+        modules=[Transformer(str(directory / "bert")), Pooling(32, "mean")], device="cpu")
     encoder.save(str(directory / "encoder"))
     return directory / "encoder"
 

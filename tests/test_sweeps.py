@@ -31,7 +31,7 @@ def test_joblib_sweep_resumes_and_reports(tmp_path: Path, harness_env: dict, tin
     # an interrupted sweep: one run's record is missing; running the sweep again runs that one only
     interrupted = sorted(before)[1]
     shutil.rmtree(output / interrupted)
-    second = run_cli(*sweep, env=harness_env, cwd=tmp_path)
+    second = run_cli("-m", *[arg for arg in sweep if arg != "-m"], env=harness_env, cwd=tmp_path)  # `-m run ...`
     assert second.returncode == 0, second.stderr[-3000:]
     after = _records(output)
     assert set(after) == set(before)
