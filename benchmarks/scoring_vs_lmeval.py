@@ -136,11 +136,11 @@ def run_logged(command: list[str], log: Path, cwd: Path) -> float:
     return seconds
 
 
-def run_harness(shots: int, limit: int, device: str, workdir: Path) -> HarnessRun:
+def run_harness(shots: int, limit: int, device: str, workdir: Path, batch_size: str = "8") -> HarnessRun:
     output_dir = workdir / f"harness_{shots}shot"
     command = [
         sys.executable, "-m", "harness", "run", "task=sst2", f"task.data_dir={DATA_DIR}", f"template={TEMPLATE}",
-        f"shots={shots}", "demos=first_n", f"limit={limit}", "batch_size=8", f"device={device}",
+        f"shots={shots}", "demos=first_n", f"limit={limit}", f"batch_size={batch_size}", f"device={device}",
         f"output_dir={output_dir}",
     ]
     wall = run_logged(command, workdir / f"harness_{shots}shot.log", cwd=REPO)
@@ -334,6 +334,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="number of validation sentences")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--skip-lmeval", action="store_true", help="run the harness sweep only")
+    parser.add_argument("--harness-batch-size", default="8",
+                        help="the harness's batch_size (8, as lm-eval's; or auto: 64 rows on CPU, 512 on CUDA)")
     parser.add_argument("--quick", action="store_true", help="a fast check: --limit 20 --shots 0 8")
     args = parser.parse_args()
     if args.quick:
@@ -347,7 +349,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scoring_vs_lmeval_") as tmp:
         workdir = Path(tmp)
         shots = sorted(set(args.shots) | (set() if args.skip_lmeval else {COMPARE_SHOTS}))
-        runs = {k: run_harness(k, args.limit, args.device, workdir) for k in shots}
+        runs = {k: run_harness(k, args.limit, args.device, workdir, args.harness_batch_size) for k in shots}
         if not args.skip_lmeval:
             lmeval = run_lmeval(COMPARE_SHOTS, args.limit, args.device, model_dir, workdir)
             print()

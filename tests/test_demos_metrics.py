@@ -52,3 +52,9 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
     result = compute_metrics(["accuracy", "macro_f1"], predictions, references)
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_other_metric_names_go_to_evaluate_on_the_hub() -> None:
+    # HF_HUB_OFFLINE=1 in the tests: a hub metric fails in one line, naming the built-in ones
+    with pytest.raises(HarnessError, match="metric 'bleu' is not available locally.*built-in metrics: accuracy"):
+        compute_metrics(["accuracy", "bleu"], [0, 1], [0, 1])
