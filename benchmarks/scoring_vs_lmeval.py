@@ -335,7 +335,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--skip-lmeval", action="store_true", help="run the harness sweep only")
     parser.add_argument("--harness-batch-size", default="8",
-                        help="the harness's batch_size (8, as lm-eval's; or auto: 64 rows on CPU, 512 on CUDA)")
+                        help="the harness's batch_size (8, as lm-eval's; or auto: 16 rows on CPU, 512 on CUDA)")
     parser.add_argument("--quick", action="store_true", help="a fast check: --limit 20 --shots 0 8")
     args = parser.parse_args()
     if args.quick:

@@ -105,7 +105,9 @@ def _check_overrides(overrides: list[str]) -> None:
         raise HarnessError(f"unknown {group or 'config'} '{name}'{options}") from None
     except (HydraException, OmegaConfBaseException) as error:
         # Hydra says what it tried ("Could not override 'foo'."); its cause says why ("Key 'foo' not in ...").
-        what = str(error).splitlines()[0].rstrip(".")
+        lines = str(error).splitlines()
+        what = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # "...composing config:"
+        what = what.rstrip(".")
         why = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
         raise HarnessError(f"{what}: {why}" if why else what) from None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from harness.assets import asset_path
 
@@ -24,6 +23,8 @@ def rotten_tomatoes_critics() -> dict[str, Rows]:
     RT_TEST_MOVIE_FRACTION of them in `test`, the rest in `train`, so that no movie is in both.
     Ids are the snippet's row number in the original file.
     """
+    import pandas as pd  # here: every run imports this module, only this corpus needs pandas
+
     frame = pd.read_csv(asset_path("rotten-tomatoes-critics"), keep_default_na=False)
     frame = frame[frame["category"].isin(["fresh", "rotten"])].copy()
     frame["text"] = frame["text"].str.strip()

@@ -49,14 +49,19 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml") if p.stem != "hf")
 
 
-def load_task_node(path: Path) -> OmegaConf:
-    """A task file merged onto the TaskConfig schema: unknown keys and wrong types fail here."""
+def read_task_file(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise HarnessError(f"cannot read task file {path}: {error}") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"task file {path} must hold a mapping")
+    return raw
+
+
+def load_task_node(path: Path) -> OmegaConf:
+    """A task file merged onto the TaskConfig schema: unknown keys and wrong types fail here."""
+    raw = read_task_file(path)
     try:
         node = OmegaConf.structured(TaskConfig)
         for key, schema in (("files", SourceConfig), ("hub", HubSourceConfig)):
@@ -68,7 +73,9 @@ def load_task_node(path: Path) -> OmegaConf:
 
 
 def register_configs() -> None:
+    """Task files go in as plain mappings: Hydra checks the chosen one against RunConfig.task when it composes,
+    so a broken task file fails only the runs that choose it, and start-up does not validate every task."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     for name, path in task_files().items():
-        store.store(group="task", name=name, node=load_task_node(path))
+        store.store(group="task", name=name, node=read_task_file(path))

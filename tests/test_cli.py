@@ -148,3 +148,15 @@ def test_hub_dataset_while_offline_fails_fast(tmp_path: Path, harness_env: dict,
     done = run_cli("run", "task=sst2", f"model={tiny_model_dir}", f"output_dir={tmp_path}", env=env, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: dataset 'nyu-mll/glue' must come from the Hugging Face hub" in done.stderr
+
+
+def test_a_broken_task_file_fails_only_its_own_runs(tmp_path: Path, harness_env: dict) -> None:
+    root = tmp_path / "root"
+    (root / "tasks").mkdir(parents=True)
+    (root / "tasks" / "broken.yaml").write_text("name: broken\nfields: [text]\nlabels: {a: A}\ncolour: red\n")
+    env = {**harness_env, "HARNESS_PATH": f"{root}:{harness_env['HARNESS_PATH']}"}
+    done = run_cli("run", "task=broken", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "colour" in done.stderr
+    done = run_cli("run", "task=toy", "--cfg", "job", env=env, cwd=tmp_path)  # the other tasks still compose
+    assert done.returncode == 0 and "name: toy" in done.stdout, done.stderr
