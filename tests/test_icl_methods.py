@@ -232,8 +232,8 @@ def test_pmi_and_channel_runs(tmp_path: Path, harness_env: dict, tiny_model_dir:
     for row in pmi_rows:
         adjusted = np.array(list(row["scores"].values())) - np.array(list(premise["scores"][0].values()))
         assert row["prediction"] == LABELS[int(adjusted.argmax())]
-    # channel: one context per label, so it pays for the input once per label
-    assert channel["inference_tokens_per_example"] > pmi["inference_tokens_per_example"] - 10
+    # channel: one context per label, each followed by the input; direct scoring: one context, then each label
+    assert channel["inference_tokens_per_example"] > 1.5 * pmi["inference_tokens_per_example"]
     assert all(set(row["scores"]) == set(LABELS) for row in channel_rows)
 
 

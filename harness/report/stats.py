@@ -14,7 +14,6 @@ import pandas as pd
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same records always give the same interval
 EXACT_BELOW = 25  # McNemar: exact binomial test below this many discordant items, chi-square from it on
-NO_LABEL = -1  # a prediction that named no label (harness.metrics.NO_LABEL; that module imports datasets)
 ABSENT = -2  # label index of an item a paired run did not score
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from harness.metrics import NO_LABEL
 from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
 from harness.report.stats import (
     ABSENT,
-    NO_LABEL,
     break_even_queries,
     discordant_counts,
     mcnemar,
