@@ -160,3 +160,14 @@ def test_a_broken_task_file_fails_only_its_own_runs(tmp_path: Path, harness_env:
     assert "colour" in done.stderr
     done = run_cli("run", "task=toy", "--cfg", "job", env=env, cwd=tmp_path)  # the other tasks still compose
     assert done.returncode == 0 and "name: toy" in done.stdout, done.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, harness_env: dict) -> None:
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-m", "harness", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=harness_env, cwd=tmp_path, bufsize=0) as process:
+        process.stdout.close()  # like `| head -0`: the reader is gone before anything is written
+        stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr and process.returncode == 1, stderr
