@@ -328,3 +328,21 @@ def test_html_page_in_a_headless_browser(results: Path, capsys: pytest.CaptureFi
     assert [alt for alt, _ in result["images"]] == ["accuracy against k, ± one standard deviation over seeds",
                                                     "Fine-tuning minus ICL, with 95% paired-bootstrap intervals"]
     assert all(decoded for _, decoded in result["images"])
+
+
+def test_calibrated_runs_show_their_uncalibrated_metrics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "calibrated"
+    for seed, (calibrated, uncalibrated) in enumerate([(0.8, 0.5), (0.6, 0.5), (0.7, 0.8)], start=1):
+        run_dir = write_run(root, seed=seed, correct=set(range(round(calibrated * 10))))
+        record = json.loads((run_dir / "metrics.json").read_text())
+        record.update(calibration="contextual", ece=0.1 * seed,
+                      uncalibrated={"accuracy": uncalibrated, "macro_f1": uncalibrated, "ece": 0.3})
+        (run_dir / "metrics.json").write_text(json.dumps(record))
+    code, out, err = report(capsys, root)
+    assert code == 0, err
+    [row] = pd.read_csv(root / "report" / "summary.csv").to_dict("records")
+    assert row["calibration"] == "contextual"
+    assert row["accuracy_mean"] == pytest.approx(0.7) and row["uncalibrated_accuracy_mean"] == pytest.approx(0.6)
+    assert row["uncalibrated_accuracy_std"] == pytest.approx(math.sqrt(((0.1**2) * 2 + 0.2**2) / 2))
+    assert row["ece_mean"] == pytest.approx(0.2) and row["uncalibrated_ece_mean"] == pytest.approx(0.3)
+    assert "uncalibrated accuracy" in out

@@ -22,7 +22,9 @@ from harness.records import HASH_EXCLUDED
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
 # Records written before the scorer and calibration settings existed used these.
 IDENTITY_DEFAULTS = {"scorer": "rank", "calibration": "none"}
-METRIC_COLUMNS = ("accuracy", "macro_f1", "ece")
+METRIC_COLUMNS = ("accuracy", "macro_f1", "ece", "uncalibrated_accuracy", "uncalibrated_ece")
+# A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.
+UNCALIBRATED = {"uncalibrated_accuracy": "accuracy", "uncalibrated_ece": "ece"}
 TRAINING_COLUMNS = ("train_time_s", "train_flops", "trainable_parameters", "total_parameters")
 # config.yaml keys that never tell two experiments apart: the identity columns say the same (template
 # is null in the config when the task's default was used), or they cannot change the numbers.
@@ -89,7 +91,8 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
         raise HarnessError(f"{path} is not a run record (no {', '.join(missing)})")
     return {
         **row,
-        **{key: record.get(key) for key in METRIC_COLUMNS},
+        **{key: record.get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        **{key: (record.get("uncalibrated") or {}).get(name) for key, name in UNCALIBRATED.items()},
         "n": record.get("n"),
         "wall_time_s": record.get("wall_time_s"),
         "inference_tokens_per_example": record.get("inference_tokens_per_example"),
