@@ -29,10 +29,14 @@ def label_distribution(scores: Sequence[Sequence[float]]) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def content_free_distribution(scores: Sequence[Sequence[float]]) -> np.ndarray:
+    """p_cf: the mean label distribution over the content-free inputs' scores (one row per input)."""
+    return label_distribution(scores).mean(axis=0)
+
+
 def contextual_calibration(probabilities: np.ndarray, content_free: np.ndarray) -> np.ndarray:
-    """p / p_cf, renormalised; `content_free` is one row of label distributions per content-free input."""
-    mean = np.asarray(content_free, dtype=np.float64).mean(axis=0)
-    calibrated = np.asarray(probabilities, dtype=np.float64) / mean
+    """p / p_cf, renormalised; `content_free` is p_cf for all rows (labels,) or one per row (examples, labels)."""
+    calibrated = np.asarray(probabilities, dtype=np.float64) / np.asarray(content_free, dtype=np.float64)
     return calibrated / calibrated.sum(axis=1, keepdims=True)
 
 

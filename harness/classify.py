@@ -13,7 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.calibration import argmax_first, contextual_calibration, label_distribution, pmi_scores
+from harness.calibration import (
+    argmax_first,
+    content_free_distribution,
+    contextual_calibration,
+    label_distribution,
+    pmi_scores,
+)
 from harness.data import Example
 from harness.models import LanguageModel
 from harness.prompts import (
@@ -96,14 +102,11 @@ def classify(
 
     raw = label_distribution(scores)
     if calibration == "contextual":
-        probabilities = np.stack([
-            contextual_calibration(raw[i : i + 1], label_distribution(calibration_scores[request.demo_ids]))[0]
-            for i, request in enumerate(per_example)
-        ])
+        content_free = {key: content_free_distribution(rows) for key, rows in calibration_scores.items()}
+        probabilities = contextual_calibration(raw, np.stack([content_free[r.demo_ids] for r in per_example]))
         predictions = argmax_first(probabilities)
     elif calibration == "pmi":
-        adjusted = np.stack([pmi_scores(scores[i : i + 1], calibration_scores[r.demo_ids][0])[0]
-                             for i, r in enumerate(per_example)])
+        adjusted = pmi_scores(scores, [calibration_scores[r.demo_ids][0] for r in per_example])
         probabilities, predictions = label_distribution(adjusted), argmax_first(adjusted)
     else:
         probabilities, predictions = raw, argmax_first(scores)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from harness.calibration import contextual_calibration, expected_calibration_error, label_distribution, pmi_scores
+from harness.calibration import (
+    content_free_distribution,
+    contextual_calibration,
+    expected_calibration_error,
+    label_distribution,
+    pmi_scores,
+)
 from harness.data import Example
 from harness.demos import demonstrations_per_example, reorder, select_demonstrations
 from harness.errors import HarnessError
@@ -140,8 +146,9 @@ def test_order_drawn_shuffled_and_permutation() -> None:
 
 def test_contextual_calibration_by_hand() -> None:
     probabilities = np.array([[0.8, 0.2], [0.6, 0.4]])
-    content_free = np.array([[0.75, 0.25], [0.65, 0.35]])  # mean (0.7, 0.3)
-    calibrated = contextual_calibration(probabilities, content_free)
+    content_free_scores = np.log([[0.75, 0.25], [0.65, 0.35]])  # two content-free inputs: mean (0.7, 0.3)
+    assert content_free_distribution(content_free_scores) == pytest.approx([0.7, 0.3])
+    calibrated = contextual_calibration(probabilities, content_free_distribution(content_free_scores))
     # (0.8 / 0.7, 0.2 / 0.3) = (1.142857, 0.666667), normalised; (0.6 / 0.7, 0.4 / 0.3) = (0.857143, 1.333333)
     assert calibrated[0] == pytest.approx([1.142857 / 1.809524, 0.666667 / 1.809524], abs=1e-6)
     assert calibrated[1] == pytest.approx([0.857143 / 2.190476, 1.333333 / 2.190476], abs=1e-6)
@@ -207,7 +214,7 @@ def test_contextual_calibration_run_with_retrieved_demonstrations(tmp_path: Path
     assert all(len(scores) == 3 for scores in content_free.values())  # N/A, "" and [MASK]
     for row in rows:  # the recorded probabilities are the recorded scores, calibrated by hand
         raw = label_distribution([list(row["scores"].values())])
-        cf = label_distribution([list(s.values()) for s in content_free[tuple(row["demo_ids"])]])
+        cf = label_distribution([list(s.values()) for s in content_free[tuple(row["demo_ids"])]]).mean(axis=0)
         expected = contextual_calibration(raw, cf)[0]
         assert list(row["probabilities"].values()) == pytest.approx(expected.tolist(), abs=1e-9)
         assert row["prediction"] == LABELS[int(expected.argmax())]

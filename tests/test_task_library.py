@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from harness.config import TaskConfig
 from harness.data import Example, load_split
-from harness.prompts import Template, build_prompt, load_template
+from harness.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template
 from harness.registry import BUILTIN_ROOT, load_task_node
 
 SHARED_DATA = BUILTIN_ROOT.parent / "shared" / "data"
@@ -353,14 +353,9 @@ def test_documented_file_layout_loads(task_name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task_name,template_name", sorted(CHANNEL_QUERY))
 def test_channel_template_scores_the_input_after_the_label(task_name: str, template_name: str) -> None:
-    import harness.prompts
-
-    build_channel_prompts = getattr(harness.prompts, "build_channel_prompts", None)
-    if build_channel_prompts is None:
-        pytest.skip("harness.prompts has no channel scorer (scorer=channel) yet")
     task = _task(task_name)
     template = load_template(task, template_name)
-    assert harness.prompts.is_channel(template, task.fields)
+    assert is_channel(template, task.fields)
     _, _, query_fields, query_label = EXAMPLES[task_name]
     prompts = build_channel_prompts(template, [], Example("q", query_fields, query_label))
     gold = prompts[list(task.labels).index(query_label)]
