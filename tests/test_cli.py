@@ -171,3 +171,33 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, harness_env: dic
         process.stdout.close()  # like `| head -0`: the reader is gone before anything is written
         stderr = process.stderr.read().decode()
     assert "Traceback" not in stderr and process.returncode == 1, stderr
+
+
+@pytest.mark.parametrize("daemon", [True, False])
+def test_exit_without_teardown_runs_exit_handlers_and_delivers_output(tmp_path: Path, daemon: bool) -> None:
+    """The CLI's fast exit keeps what a normal exit guarantees: exit handlers, buffered output, the exit
+    status, and (for a non-daemon thread still running) waiting for that thread."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # output must be buffered
+    script = tmp_path / "ending.py"
+    script.write_text(f"""
+import atexit, sys, threading, time
+from harness.__main__ import exit_without_teardown
+atexit.register(lambda: open({str(tmp_path / "handler_ran")!r}, "w").close())
+thread = threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished")), daemon={daemon})
+thread.start()
+print("buffered", end="")  # no newline: stays in the buffer until flushed
+exit_without_teardown(3)
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 3, done.stderr
+    assert (tmp_path / "handler_ran").exists()
+    assert done.stdout.startswith("buffered")
+    assert ("thread finished" in done.stdout) is not daemon  # a daemon thread dies with the process, as usual
+
+    script.write_text("from harness.__main__ import exit_without_teardown\nexit_without_teardown('bad input')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and done.stderr.strip() == "bad input"
