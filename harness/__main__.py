@@ -6,6 +6,7 @@ import atexit
 import os
 import sys
 import threading
+from typing import NoReturn
 
 from harness.errors import HarnessError
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
         return 2
 
 
-def exit_without_teardown(code: int | str | None) -> None:
+def exit_without_teardown(code: int | str | None) -> NoReturn:
     """Leave as sys.exit(code) would, minus the interpreter's teardown of every loaded module.
 
     Once torch and transformers are imported, that teardown alone takes about a second on a 2-core
@@ -60,7 +61,7 @@ def exit_without_teardown(code: int | str | None) -> None:
     if code is not None and not isinstance(code, int):  # sys.exit("message") prints it and exits 1
         print(code, file=sys.stderr)
         code = 1
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # os._exit skips the handlers; this (CPython's own exit step) runs them now
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
