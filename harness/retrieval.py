@@ -81,11 +81,12 @@ def nearest_neighbours(method: str, pool: Sequence[str], queries: Sequence[str],
         return _embedding_neighbours(encoder, pool, queries, k)
     index = RetrievalIndex(pool)
     score = LEXICAL[method]
-    neighbours = []
-    for query in queries:
-        scores = score(index, tokenize(query))
-        neighbours.append(sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k])
-    return neighbours
+    return [_best_first(np.asarray(score(index, tokenize(query))), k) for query in queries]
+
+
+def _best_first(scores: np.ndarray, k: int) -> list[int]:
+    """Positions of the k highest scores; stable, so ties go to the earlier pool entry."""
+    return np.argsort(-scores, kind="stable")[:k].tolist()
 
 
 def _embedding_neighbours(encoder: str | None, pool: Sequence[str], queries: Sequence[str], k: int) -> list[list[int]]:
@@ -103,4 +104,4 @@ def _embedding_neighbours(encoder: str | None, pool: Sequence[str], queries: Seq
     options = {"batch_size": EMBEDDING_BATCH, "normalize_embeddings": True, "convert_to_numpy": True,
                "show_progress_bar": False}
     similarity = model.encode(list(queries), **options) @ model.encode(list(pool), **options).T
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k].tolist()  # stable: ties go to the earlier entry
+    return [_best_first(row, k) for row in similarity]

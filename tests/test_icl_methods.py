@@ -51,6 +51,14 @@ def test_retrieval_finds_the_known_nearest_neighbour() -> None:
         assert markets[0] == 1, method
 
 
+def test_retrieval_ties_go_to_the_earlier_pool_entry() -> None:
+    pool = ["dogs bark", "stock prices", "dogs bark", "cats purr", "dogs bark"]  # three identical documents
+    for method in ("bm25", "tfidf"):
+        [[first, second, third], unmatched] = nearest_neighbours(method, pool, ["dogs bark", "zebra"], k=3)
+        assert [first, second, third] == [0, 2, 4], method
+        assert unmatched == [0, 1, 2], method  # every score 0: pool order
+
+
 def test_bm25_value_by_hand() -> None:
     index = RetrievalIndex(["a b", "a c c", "d"])
     # N = 3, avgdl = 2; "c": df 1, idf = ln((3 - 1 + .5) / (1 + .5) + 1) = ln(8/3); in doc 1: tf 2, dl 3
