@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny GPT-2-architecture model and a tiny synthetic task, built here.
+"""Shared fixtures: a tokenizer, tiny GPT-2 and Llama models and a tiny synthetic task, all built here.
 
 No network: HF_HUB_OFFLINE=1, and the harness cache lives in a temporary directory.
 """
@@ -15,7 +15,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-GPT2_TOKENIZER = SHARED / "gpt2-tokenizer"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,16 +25,49 @@ NEGATIVE = ["a dull mess", "boring and too long", "I hated it", "flat acting and
             "a waste of time", "tedious work", "clumsy and ugly", "awful from start to end"]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer GPT-2 with the real GPT-2 BPE tokenizer (no pad, no BOS added)."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+# What the tests' tokenizer is trained on: the toy reviews, the words of the test templates and verbalizers,
+# and some plain English, so that common words are one token and rarer ones split into several.
+TOKENIZER_CORPUS = [
+    *POSITIVE, *NEGATIVE,
+    "Text: Label: Review: Sentiment: Is the review good or bad? Rate the reviews.",
+    "good bad very good very bad not good not at all wonderful truly wonderfully excellent",
+    "the film was a good one and the plot was bad, but the acting was very good.",
+    "It was great. It was terrible. A great one. A terrible one. positive negative neutral",
+    "Question: Answer: Article: Input: Type: premise: hypothesis: prediction: True False",
+]
 
-    if not GPT2_TOKENIZER.exists():
-        pytest.skip(f"{GPT2_TOKENIZER} is missing")
-    tokenizer = GPT2Tokenizer.from_pretrained(str(GPT2_TOKENIZER))
-    assert len(tokenizer) == 50257
+
+def build_test_tokenizer(target: Path) -> Path:
+    """A byte-level BPE (GPT-2's pre-tokenizer and decoder, one <|endoftext|> token that is BOS, EOS and UNK),
+    trained on TOKENIZER_CORPUS: no download, and the same vocabulary on every run (BPE training is
+    deterministic). Like GPT-2's, it adds no special tokens to what it encodes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TOKENIZER_CORPUS * 4, trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
+                                      eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    wrapped.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """A randomly initialised 2-layer GPT-2 with the test tokenizer (no pad, no BOS added)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=4,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -47,18 +79,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama (no biases anywhere) with the GPT-2 tokenizer."""
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """A randomly initialised 2-layer Llama (no biases anywhere, grouped keys and values) with the test tokenizer."""
     import torch
-    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if not GPT2_TOKENIZER.exists():
-        pytest.skip(f"{GPT2_TOKENIZER} is missing")
-    tokenizer = GPT2Tokenizer.from_pretrained(str(GPT2_TOKENIZER))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True)
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
     target = tmp_path_factory.mktemp("models") / "tiny-llama"
     LlamaForCausalLM(config).save_pretrained(target)
     tokenizer.save_pretrained(target)
