@@ -19,8 +19,10 @@ commands:
   list   show tasks, templates and models
   report tables and plots from the run records: python -m harness report [results_dir] [task=sst2 ...];
          `python -m harness report --help` shows its options
+  cache  the downloaded and converted files: python -m harness cache [list | verify | clear NAME]
 """
-COMMANDS = ("run", "list", "report")
+COMMANDS = ("run", "list", "report", "cache")
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def main(argv: list[str]) -> int:
@@ -38,12 +40,20 @@ def main(argv: list[str]) -> int:
             from harness.report.command import report_command  # no Hydra, no torch
 
             return report_command(rest)
+        if command == "cache":
+            from harness.cache import cache_command
+
+            return cache_command(rest)
         from harness import cli  # imported late: `--help` and typos stay fast
 
         return cli.list_command() if command == "list" else cli.run_command(rest)
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run's scoring (which says how far it got): loading, importing, ...
+        print("error: interrupted; rerun the same command to continue (finished runs and batches are kept)",
+              file=sys.stderr)
+        return INTERRUPTED
 
 
 def exit_without_teardown(code: int | str | None) -> NoReturn:
@@ -70,7 +80,8 @@ def exit_without_teardown(code: int | str | None) -> NoReturn:
     os._exit(code or 0)
 
 
-if __name__ == "__main__":
+def entry() -> NoReturn:
+    """`python -m harness` and the `harness` console script."""
     try:
         exit_code = main(sys.argv[1:])
     except SystemExit as exit_request:  # Hydra and the run command exit this way on errors
@@ -79,3 +90,7 @@ if __name__ == "__main__":
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         exit_code = 1
     exit_without_teardown(exit_code)
+
+
+if __name__ == "__main__":
+    entry()

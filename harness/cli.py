@@ -14,20 +14,33 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import RunConfig
-from harness.errors import HarnessError
-from harness.registry import MODEL_CONFIG_DIR, load_task_node, model_names, register_configs, task_files, template_files
+from harness.errors import HarnessError, RunInterrupted
+from harness.records import RunRecord
+from harness.registry import (
+    MODEL_CONFIG_DIR,
+    load_task_node,
+    model_names,
+    register_configs,
+    task_files,
+    task_problem,
+    template_files,
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp", "--config-name",
                           "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 HYDRA_FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--version"}
 
 
 def run_command(arguments: list[str]) -> int:
     register_configs()
-    arguments = _expand_model_override(arguments)
+    arguments = _quote_non_ascii(_expand_model_override(arguments))
     if not HYDRA_FLAGS_WITHOUT_RUN & set(arguments):
-        _check_overrides([arg for arg in arguments if not arg.startswith("-")])
+        overrides = [arg for arg in arguments if not arg.startswith("-")]
+        _check_tasks(overrides)
+        _check_overrides(overrides, multirun=bool(MULTIRUN_FLAGS & set(arguments)))
     sys.argv = [sys.argv[0], *_flags_first(arguments)]
     _hydra_app()
     return 0
@@ -35,20 +48,25 @@ def run_command(arguments: list[str]) -> int:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_app(config: DictConfig) -> None:
-    from harness.run import run, templates_to_run  # heavy imports (torch, transformers) only when a run happens
+    from harness.plan import templates_to_run
+    from harness.run import run
 
     try:
         run_config: RunConfig = OmegaConf.to_object(config)
         results = [run(replace(run_config, template=name)) for name in templates_to_run(run_config)]
+    except RunInterrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except OmegaConfBaseException as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
-    print(_results_table([result.metrics for result in results]))
+    records = [result.record for result in results]
+    print(_results_table(records))
     if len(results) > 1:
-        print(_template_spread([result.metrics for result in results]))
+        print(_template_spread(records))
     for result in results:
         reused = " (complete already: not run again; rerun=true forces it)" if result.reused else ""
         print(f"run record: {result.run_dir}{reused}")
@@ -83,10 +101,38 @@ def _expand_model_override(arguments: list[str]) -> list[str]:
     return expanded
 
 
-def _check_overrides(overrides: list[str]) -> None:
+def _quote_non_ascii(arguments: list[str]) -> list[str]:
+    """Hydra's override grammar takes non-ASCII text only in quotes: `output_dir=résultats` is quoted for it."""
+    quoted = []
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        if equals and not value.isascii() and not set(value) & set("'\",[]{}()") and not argument.startswith("-"):
+            argument = f"{key}='{value}'"
+        quoted.append(argument)
+    return quoted
+
+
+def _check_tasks(overrides: list[str]) -> None:
+    """A chosen task whose file is broken fails with its own reason (the other tasks work as usual)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "task":
+            for name in value.split(","):
+                problem = task_problem(name.strip())
+                if problem:
+                    raise HarnessError(problem)
+
+
+def _check_overrides(overrides: list[str], multirun: bool) -> None:
     """Compose every value of every override once, so a bad one fails in one line before any job runs."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
+        if not multirun:
+            sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+            if sweeps:
+                key, _, values = sweeps[0].partition("=")
+                raise HarnessError(f"{sweeps[0]} gives several values: add -m to run each of them "
+                                   f"(python -m harness run -m {sweeps[0]}), or write a list as {key}=[{values}]")
         choices = [
             [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
             else [o.input_line]
@@ -112,9 +158,9 @@ def _check_overrides(overrides: list[str]) -> None:
         raise HarnessError(f"{what}: {why}" if why else what) from None
 
 
-def _results_table(records: list[dict]) -> str:
+def _results_table(records: list[RunRecord]) -> str:
     columns = ["task", "model", "method", "template", "shots", "seed", "n", "accuracy", "macro_f1"]
-    if any(record.get("calibration", "none") != "none" for record in records):
+    if any(record.calibration != "none" for record in records):
         columns += ["calibration", "uncalibrated_accuracy"]
     columns += ["wall_time_s"]
     rows = [[_format(_value(record, column)) for column in columns] for record in records]
@@ -124,15 +170,19 @@ def _results_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _value(record: dict, column: str) -> object:
+def _value(record: RunRecord, column: str) -> object:
     if column == "uncalibrated_accuracy":
-        return (record.get("uncalibrated") or {}).get("accuracy")
-    return record.get(column)
+        return (record.uncalibrated or {}).get("accuracy")
+    if column == "wall_time_s":
+        return record.cost.wall_time_s
+    if column in record.metrics:
+        return record.metrics[column]
+    return getattr(record, column, None)
 
 
-def _template_spread(records: list[dict]) -> str:
+def _template_spread(records: list[RunRecord]) -> str:
     """template=all: how much the choice of template moves accuracy (mean, std over templates, range)."""
-    values = [record["accuracy"] for record in records]
+    values = [record.metrics["accuracy"] for record in records]
     mean = sum(values) / len(values)
     std = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
     return (f"across {len(values)} templates: accuracy {mean:.4f} ± {std:.4f} (std over templates), "
@@ -146,7 +196,11 @@ def _format(value: object) -> str:
 def list_command() -> int:
     print("tasks (task=NAME; templates with template=NAME, * = default):")
     for name, path in task_files().items():
-        task = load_task_node(path)
+        try:
+            task = load_task_node(path)
+        except HarnessError as error:
+            print(f"  {name:<12} BROKEN: {error}")
+            continue
         source = "files" if task.data_dir else "hub" if task.hub else "corpus" if task.corpus else "?"
         templates = [f"{t}*" if t == task.default_template else t for t in template_files(name)]
         print(f"  {name:<12} {len(task.labels)} labels, {source}: {', '.join(templates) or '(no templates)'}")

@@ -7,9 +7,67 @@ model/ (harness/conf/model) and method/ (harness/conf/method), then command-line
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+
+class Choice(str, Enum):
+    """A setting with a fixed set of values: Hydra rejects any other value when it composes the config,
+    and the value compares equal to its string ("rank")."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Method(Choice):
+    icl = "icl"  # in-context learning: the k examples in the prompt
+    lora = "lora"
+    ia3 = "ia3"
+    prompt_tuning = "prompt_tuning"
+    bitfit = "bitfit"
+    full = "full"
+
+
+class Scorer(Choice):
+    rank = "rank"  # log-prob of each label's verbalizer after the prompt
+    channel = "channel"  # log-prob of the input after each label's verbalizer (channel_* templates)
+    generate = "generate"  # greedy decoding parsed to a label
+
+
+class Calibration(Choice):
+    none = "none"
+    contextual = "contextual"  # Zhao et al. 2021
+    pmi = "pmi"  # domain-conditional PMI, Holtzman et al. 2021
+
+
+class Normalize(Choice):
+    sum = "sum"  # total log-prob of the verbalizer
+    mean = "mean"  # per token
+
+
+class Demos(Choice):
+    random = "random"
+    balanced = "balanced"  # k // L per label, the remainder to random labels, shuffled
+    first_n = "first_n"  # the pool's first k, for every seed
+    ids = "ids"  # the pool examples listed in demo_ids
+    bm25 = "bm25"  # per test example: its k nearest pool examples by BM25
+    tfidf = "tfidf"  # ... by tf-idf cosine
+    embedding = "embedding"  # ... by the cosine of sentence embeddings
+
+
+RETRIEVAL_DEMOS = (Demos.bm25, Demos.tfidf, Demos.embedding)
+
+
+class Device(Choice):
+    auto = "auto"  # cuda, then mps, then cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
 
 
 @dataclass
@@ -60,7 +118,7 @@ class ModelConfig:
 class MethodConfig:
     """How the model learns from the k examples: in context (icl) or by light fine-tuning."""
 
-    name: str = "icl"  # icl | lora | ia3 | prompt_tuning | bitfit | full
+    name: Method = Method.icl
     learning_rate: float = 0.0
     steps: int = 0  # optimizer steps
     batch_size: int = 8  # training examples per step (at most k)
@@ -85,22 +143,19 @@ class RunConfig:
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
-    # random | balanced | first_n | ids (demo_ids) | bm25 | tfidf | embedding: the last three per test example
-    demos: str = "random"
+    demos: Demos = Demos.random
     demo_ids: Optional[List[str]] = None  # demos=ids: these pool example ids, in this order
     retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # demos=embedding: the sentence encoder
     demo_order: Any = "drawn"  # drawn | shuffled (seeded) | a permutation of positions, e.g. [2,0,1]
     subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
     limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)
-    # rank: log-prob of each verbalizer; channel: log-prob of the input after each verbalizer (channel_*
-    # templates); generate: greedy decoding parsed to a label
-    scorer: str = "rank"
-    calibration: str = "none"  # none | contextual (Zhao et al. 2021) | pmi (domain-conditional, Holtzman et al. 2021)
+    scorer: Scorer = Scorer.rank
+    calibration: Calibration = Calibration.none
     content_free_inputs: List[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
-    normalize: str = "sum"  # rank scorer: sum = total log-prob of the verbalizer; mean = per token
+    normalize: Normalize = Normalize.sum  # rank scorer
     max_new_tokens: int = 8  # generate scorer
     batch_size: Any = 8  # rows per forward pass, or "auto": start large, halve on out-of-memory
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
-    device: str = "auto"  # auto | cpu | cuda | mps
+    device: Device = Device.auto
     output_dir: str = "results"
     rerun: bool = False  # run again even if output_dir holds a complete record of this config

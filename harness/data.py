@@ -49,10 +49,27 @@ def _file_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
     builder = FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise HarnessError(f"cannot read {path}: use one of {', '.join(FILE_BUILDERS)}")
+    _check_readable(path, text=builder != "parquet")
     options: dict[str, Any] = {}
     if builder == "csv":
         options = {"delimiter": "\t" if path.suffix.lower() == ".tsv" else ",", "keep_default_na": False}
-    return _load_dataset(builder, data_files={"rows": str(path.resolve())}, split="rows", **options)
+    return _load_dataset(builder, data_files={"rows": str(path.resolve())}, split="rows", where=path, **options)
+
+
+def _check_readable(path: Path, text: bool) -> None:
+    """The faults datasets reports only as "An error occurred while generating the dataset"."""
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise HarnessError(f"cannot read data file {path}: {error.strerror or error}") from None
+    if not content.strip():
+        raise HarnessError(f"data file {path} is empty")
+    if text:
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise HarnessError(f"data file {path} is not UTF-8 text (byte 0x{content[error.start]:02x} at offset "
+                               f"{error.start}); convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def _hub_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
@@ -60,17 +77,31 @@ def _hub_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
     split_name = _split_name(task, hub, split)
     if not hub_offline_by_choice():  # with HF_HUB_OFFLINE=1, datasets serves its cache or fails at once
         require_hub(f"dataset '{hub.path}'", hint="set HF_HUB_OFFLINE=1 to use a cached copy, or set task.data_dir")
-    return _load_dataset(hub.path, hub.name, split=split_name, revision=hub.revision)
+    return _load_dataset(hub.path, hub.name, split=split_name, revision=hub.revision, where=hub.path)
 
 
-def _load_dataset(*args: Any, **kwargs: Any) -> Iterable[dict[str, Any]]:
+def _load_dataset(*args: Any, where: Path | str, **kwargs: Any) -> Iterable[dict[str, Any]]:
     import datasets
 
     try:
         return datasets.load_dataset(*args, **kwargs)
     except Exception as error:  # datasets raises many types; the user needs the message only
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise HarnessError(f"cannot load dataset {args[0]!r}: {first_line}") from None
+        raise HarnessError(f"cannot load dataset {str(where)!r}: {_root_cause(error)}") from None
+
+
+def _root_cause(error: BaseException) -> str:
+    """The error's first line; when datasets wraps a parse error in "An error occurred while generating the
+    dataset" (which says neither what nor where), the innermost cause's instead."""
+    outer = _first_line(error)
+    if not outer.startswith("An error occurred while generating the dataset"):
+        return outer
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @functools.cache

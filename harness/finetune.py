@@ -14,10 +14,11 @@ tuning), with N the parameters that take part in matmuls (all parameters, tied o
 
 from __future__ import annotations
 
+import math
 import os
 import resource
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,23 +33,10 @@ from harness.data import Example
 from harness.errors import HarnessError
 from harness.models import LanguageModel
 from harness.prompts import Template, build_prompt
+from harness.records import TrainingRecord
 
-METHODS = ("lora", "ia3", "prompt_tuning", "bitfit", "full")
 ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
 WEIGHTS_FILE = "weights.safetensors"  # bitfit and full: the tensors that changed
-
-
-@dataclass(frozen=True)
-class TrainingRecord:
-    trainable_parameters: int
-    total_parameters: int
-    steps: int
-    examples_seen: int
-    tokens_seen: int
-    train_time_s: float
-    peak_memory_mb: float
-    train_flops: float
-    losses: list[float]  # one per step
 
 
 Finish = Callable[[Path | None], None]  # turns the trained model into scoring form, saving weights to a dir
@@ -58,9 +46,8 @@ def finetune(
     lm: LanguageModel, method: MethodConfig, template: Template, examples: Sequence[Example], seed: int,
     save_dir: Path | None, progress: bool = True,
 ) -> TrainingRecord:
-    """Train `lm` in place on `examples`; afterwards `lm` scores like the tuned model."""
-    if method.name not in METHODS:
-        raise HarnessError(f"unknown fine-tuning method '{method.name}' (methods: icl, {', '.join(METHODS)})")
+    """Train `lm` in place on `examples`; afterwards `lm` scores like the tuned model, and what changed is saved
+    in `save_dir` (load_trained applies it to a freshly loaded model, with the same numbers)."""
     if not examples:
         raise HarnessError(f"method={method.name} needs training examples: set shots > 0")
     if method.steps < 1 or method.learning_rate <= 0:
@@ -89,11 +76,14 @@ def finetune(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise HarnessError(f"method={method.name}: the training loss became {losses[-1]} at step {len(losses)} "
+                                   "(try a lower method.learning_rate); nothing was recorded")
             tokens_seen += int(attention_mask.sum())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     train_time = time.perf_counter() - start
     model.eval()
-    finish(save_dir if method.save_weights else None)
+    finish(save_dir)
     return TrainingRecord(
         trainable_parameters=trainable_count,
         total_parameters=total,
@@ -277,6 +267,7 @@ def load_trained(lm: LanguageModel, method_name: str, run_dir: Path) -> None:
     lm.model.eval()
 
 
+# The fine-tuning methods (config.Method minus icl): how each makes the model trainable and back.
 PREPARE: dict[str, Callable[[LanguageModel, MethodConfig], tuple[torch.nn.Module, Finish]]] = {
     "lora": _prepare_lora,
     "ia3": _prepare_ia3,
@@ -284,3 +275,10 @@ PREPARE: dict[str, Callable[[LanguageModel, MethodConfig], tuple[torch.nn.Module
     "bitfit": _prepare_bitfit,
     "full": _prepare_full,
 }
+
+
+def remove_trained(run_dir: Path) -> None:
+    """Delete what finetune saved in `run_dir` (a run with method.save_weights=false keeps it only until its
+    record is written, so an interrupted scoring does not retrain)."""
+    shutil.rmtree(run_dir / ADAPTER_DIR, ignore_errors=True)
+    (run_dir / WEIGHTS_FILE).unlink(missing_ok=True)

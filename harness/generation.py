@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from harness.journal import Journal
 from harness.models import LanguageModel
 from harness.requests import ScoringRequest
 from harness.scoring import ScoringStats, map_batches
@@ -48,21 +49,28 @@ def generate_labels(
     max_new_tokens: int,
     batch_size: int | None,
     progress: bool = True,
+    journal: Journal | None = None,
 ) -> tuple[list[Generation], ScoringStats]:
+    """Greedy continuations parsed to labels; with a journal, batches finished by an earlier process are reused
+    (as in harness/scoring.py)."""
     start = time.perf_counter()
+    done = journal.results if journal is not None else {}
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context_ids))
-    results: list[Generation | None] = [None] * len(requests)
-    generated_tokens = 0
-    with tqdm(total=len(requests), unit="ex", desc="generating", disable=not progress, dynamic_ncols=True) as bar:
+    outputs: dict[int, tuple[str, int]] = {index: (text, count) for index, (text, count) in done.items()}
+    with tqdm(total=len(requests), initial=len(done), unit="ex", desc="generating", disable=not progress,
+              dynamic_ncols=True) as bar:
         generate = partial(_generate_batch, lm, requests, max_new_tokens)
-        for batch, texts in map_batches(order, batch_size, lm.device, generate):
-            for index, (text, count) in zip(batch, texts):
-                results[index] = Generation(text=text, label=parse_label(text, verbalizers))
-                generated_tokens += count
+        for batch, texts in map_batches([i for i in order if i not in done], batch_size, lm.device, generate):
+            if journal is not None:
+                journal.record(batch, [list(pair) for pair in texts], sum(count for _, count in texts))
+            outputs.update(zip(batch, texts))
             bar.update(len(batch))
+    results = [Generation(text=text, label=parse_label(text, verbalizers)) for text, _ in
+               (outputs[index] for index in range(len(requests)))]
+    generated_tokens = sum(count for _, count in outputs.values())
     context_tokens = sum(len(r.context_ids) for r in requests)
     stats = ScoringStats(context_tokens + generated_tokens, context_tokens + generated_tokens, time.perf_counter() - start)
-    return [result for result in results if result is not None], stats
+    return results, stats
 
 
 def _generate_batch(

@@ -8,6 +8,7 @@ so online users get every hub metric.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from harness.errors import HarnessError
@@ -43,6 +44,13 @@ BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
 }
 
 
+def check_metrics(names: Sequence[str]) -> None:
+    """Load every metric a task names now, before any scoring: an unknown name fails first, not last."""
+    for name in names:
+        if name not in BUILTIN_METRICS:
+            _hub_metric(name)
+
+
 def compute_metrics(names: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
     results: dict[str, float] = {}
     for name in names:
@@ -53,6 +61,7 @@ def compute_metrics(names: Sequence[str], predictions: Sequence[int], references
     return results
 
 
+@functools.cache
 def _hub_metric(name: str) -> evaluate.EvaluationModule:
     require_hub(f"metric '{name}'", hint=f"built-in metrics: {', '.join(BUILTIN_METRICS)}")
     import evaluate  # only here: built-in metrics do not pay for the import

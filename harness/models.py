@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from harness.assets import asset_path, cache_dir
+from harness.assets import asset_path
+from harness.cache import VERIFICATIONS, Entry, model_entry, read_manifest, staging, write_manifest
 from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.hub import resolve_model_source
@@ -89,9 +90,8 @@ def load_language_model(config: ModelConfig, device_name: str) -> LanguageModel:
         model = AutoModelForCausalLM.from_pretrained(
             source, revision=config.revision, dtype=dtype, attn_implementation="sdpa", local_files_only=local_only
         )
-    except (OSError, ValueError, KeyError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise HarnessError(f"cannot load model '{config.path}': {first_line}") from None
+    except Exception as error:  # transformers, tokenizers and safetensors raise many types; one line says it
+        raise HarnessError(f"cannot load model '{config.path}': {_first_line(error)}") from None
     finally:
         transformers_logging.enable_progress_bar()
     model.to(device).eval()
@@ -121,21 +121,34 @@ def _context_window(model: PreTrainedModel) -> int:
 
 
 def _gguf_cached_dir(config: ModelConfig) -> str:
-    """Dequantise a packaged GGUF once and keep it as safetensors: later loads take about a second."""
-    target = cache_dir() / "models" / config.name
-    if (target / "config.json").exists():
-        return str(target)
-    gguf = asset_path(config.gguf_asset)
-    print(f"harness: converting {gguf.name} to safetensors (first use only) ...", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are dequantised already; drop the GGUF markers that make save_pretrained refuse.
-    del model.config.quantization_config
-    model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        staging = Path(tmp) / "model"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, target)  # atomic: a killed conversion leaves no half-written model
-    return str(target)
+    """Dequantise a packaged GGUF once and keep it as safetensors (later loads take about a second); the copy's
+    files are checked against the hashes recorded at conversion once per process."""
+    entry = model_entry(config.name)
+    if read_manifest(entry.path) is None:  # never converted, or by a harness that wrote no manifest
+        _convert(entry, asset_path(config.gguf_asset))
+    VERIFICATIONS.require(entry)
+    return str(entry.path)
+
+
+def _convert(entry: Entry, gguf: Path) -> None:
+    with staging(entry.path.parent) as tmp:
+        print(f"harness: converting {gguf.name} to safetensors (first use only) ...", file=sys.stderr)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise HarnessError(f"cannot convert {gguf}: {_first_line(error)}") from None
+        # The weights are dequantised already; drop the GGUF markers that make save_pretrained refuse.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        built = tmp / "model"
+        model.save_pretrained(built)
+        tokenizer.save_pretrained(built)
+        write_manifest(built, entry.name, entry.kind, source=str(gguf))
+        if entry.path.exists():  # an older harness's copy without a manifest: unverifiable, replaced
+            shutil.rmtree(entry.path)
+        os.replace(built, entry.path)  # atomic: a killed conversion leaves only its staging directory
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

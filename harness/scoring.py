@@ -16,6 +16,7 @@ whole-context encoding, so the scores equal a full recompute up to float roundin
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from tqdm import tqdm
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from harness.errors import HarnessError
+from harness.journal import Journal
 from harness.models import LanguageModel
 from harness.requests import ScoringRequest
 
@@ -59,23 +62,38 @@ def score_requests(
     batch_size: int | None,
     prefix_cache: bool = True,
     progress: bool = True,
+    journal: Journal | None = None,
 ) -> tuple[list[LabelScores], ScoringStats]:
-    """Score every label of every request; batch_size=None starts large and halves on out-of-memory."""
+    """Score every label of every request; batch_size=None starts large and halves on out-of-memory.
+
+    With a journal, each finished batch is recorded there and requests it holds already are not scored
+    again. Batches are formed from the same sorted order either way and a journal holds whole batches,
+    so the remaining requests meet in the batches an uninterrupted run forms (the same numbers, not
+    just the same up to float rounding).
+    """
     start = time.perf_counter()
-    logprobs: list[list[float]] = [[] for _ in requests]
-    forwarded = 0
+    done = journal.results if journal is not None else {}
+    logprobs: list[list[float]] = [list(done.get(index, [])) for index in range(len(requests))]
+    forwarded = sum(journal.tokens.values()) if journal is not None else 0
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
         groups[request.demo_ids].append(index)
-    with tqdm(total=len(requests), unit="ex", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(requests), initial=len(done), unit="ex", desc="scoring", disable=not progress,
+              dynamic_ncols=True) as bar:
         for members in groups.values():
             contexts = [requests[i].context_ids for i in members]
             prefix_length = _shared_prefix_length(contexts) if prefix_cache else 0
-            prefix = _encode_prefix(lm, contexts[0][:prefix_length])
             forwarded += prefix_length
             members.sort(key=lambda i: -len(requests[i].context_ids))  # similar lengths, little padding
+            todo = [index for index in members if index not in done]
+            if not todo:
+                continue
+            prefix = _encode_prefix(lm, contexts[0][:prefix_length])
             score = partial(_score_batch, lm, prefix, prefix_length, requests)
-            for batch, (values, tokens_run) in map_batches(members, batch_size, lm.device, score):
+            for batch, (values, tokens_run) in map_batches(todo, batch_size, lm.device, score):
+                _require_finite(values, [requests[i] for i in batch])
+                if journal is not None:
+                    journal.record(batch, values, tokens_run)
                 for index, request_values in zip(batch, values):
                     logprobs[index] = request_values
                 forwarded += tokens_run
@@ -86,6 +104,16 @@ def score_requests(
     ]
     scored = sum(len(r.context_ids) * len(r.continuation_ids) + sum(map(len, r.continuation_ids)) for r in requests)
     return scores, ScoringStats(scored, forwarded, time.perf_counter() - start)
+
+
+def _require_finite(values: list[list[float]], requests: Sequence[ScoringRequest]) -> None:
+    """A NaN or infinite log-prob means broken weights or numerics: stop before it becomes a result."""
+    for request_values, request in zip(values, requests):
+        if not all(math.isfinite(value) for value in request_values):
+            raise HarnessError(
+                f"the model gave a non-finite log-probability ({request_values}) for a request with "
+                f"{len(request.context_ids)} context tokens: its weights may be damaged (python -m harness "
+                "cache verify checks packaged models); nothing of this run was recorded as a result")
 
 
 def map_batches(

@@ -151,3 +151,10 @@ def harness_env(task_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def run_cli(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *arguments], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600)
+
+
+def read_record(run_dir: Path):
+    """A run's metrics.json as the report reads it: a RunRecord, checked against its predictions.jsonl."""
+    from harness.report.load import read_run
+
+    return read_run(run_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_record, run_cli
 
 
 def _run(tmp_path: Path, env: dict, model: Path, *overrides: str, output: str = "out"):
@@ -26,14 +26,15 @@ def test_run_writes_every_file(tmp_path: Path, harness_env: dict, tiny_model_dir
     run_dir = _only_run_dir(tmp_path / "out")
     assert run_dir.name.startswith("toy__tiny-gpt2__icl__2shot__seed7__")
     assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.json", "predictions.jsonl"}
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("accuracy", "macro_f1", "n", "wall_time_s", "tokens_scored_per_s", "device", "versions", "git_commit"):
-        assert key in metrics
-    assert metrics["n"] == 4 and metrics["device"] == "cpu" and len(metrics["demo_ids"]) == 2
+    record = read_record(run_dir)
+    assert set(record.metrics) == {"accuracy", "macro_f1", "ece"} and record.cost.tokens_scored_per_s > 0
+    assert record.environment["device"] == "cpu" and {"versions", "git_commit"} <= set(record.environment)
+    assert record.n == 4 and len(record.demo_ids) == 2 and record.cost.examples_resumed == 0
+    assert run_dir.name.endswith(record.run_key) and record.inputs.template_file and record.inputs.model
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == ["te0", "te1", "te2", "te3"]
-    assert all(set(row["scores"]) == {"neg", "pos"} and row["demo_ids"] == metrics["demo_ids"] for row in rows)
-    assert sum(row["prediction"] == row["gold"] for row in rows) / 4 == metrics["accuracy"]
+    assert all(set(row["scores"]) == {"neg", "pos"} and row["demo_ids"] == record.demo_ids for row in rows)
+    assert sum(row["prediction"] == row["gold"] for row in rows) / 4 == record.metrics["accuracy"]
     assert "accuracy" in done.stdout and str(run_dir.name) in done.stdout
     assert not list(run_dir.glob("*.partial"))
 

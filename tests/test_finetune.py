@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import read_record, run_cli
 from harness.config import MethodConfig, ModelConfig
 from harness.data import load_split
 from harness.finetune import finetune, load_trained
@@ -105,17 +105,17 @@ def test_fine_tuning_trains_on_the_examples_icl_shows(tmp_path: Path, harness_en
                        "method.steps=2" if method == "lora" else "limit=4", f"output_dir={tmp_path}",
                        env=harness_env, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        [metrics] = tmp_path.glob(f"toy__tiny-gpt2__{method}__4shot__seed9__*/metrics.json")
-        records[method] = json.loads(metrics.read_text())
-    assert len(records["icl"]["demo_ids"]) == 4
-    assert records["lora"]["train_ids"] == records["icl"]["demo_ids"]
-    assert records["lora"]["demo_ids"] == []  # eval_shots=0: the tuned model sees no demonstrations
-    training = records["lora"]["training"]
-    assert training["steps"] == 2 and training["trainable_parameters"] < training["total_parameters"]
-    assert records["icl"]["inference_tokens_per_example"] > records["lora"]["inference_tokens_per_example"]
+        [run_dir] = tmp_path.glob(f"toy__tiny-gpt2__{method}__4shot__seed9__*")
+        records[method] = read_record(run_dir)
+    assert len(records["icl"].demo_ids) == 4
+    assert records["lora"].train_ids == records["icl"].demo_ids
+    assert records["lora"].demo_ids == []  # eval_shots=0: the tuned model sees no demonstrations
+    training = records["lora"].training
+    assert training.steps == 2 and training.trainable_parameters < training.total_parameters
+    assert records["icl"].cost.inference_tokens_per_example > records["lora"].cost.inference_tokens_per_example
     done = run_cli("run", "task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "seed=9", "eval_shots=2",
                    "method.steps=2", f"output_dir={tmp_path / 'eval_shots'}", env=harness_env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    [metrics] = (tmp_path / "eval_shots").glob("*/metrics.json")
-    with_demos = json.loads(metrics.read_text())
-    assert with_demos["demo_ids"] == records["icl"]["demo_ids"][:2] and with_demos["train_ids"] == records["icl"]["demo_ids"]
+    [run_dir] = [p for p in (tmp_path / "eval_shots").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    with_demos = read_record(run_dir)
+    assert with_demos.demo_ids == records["icl"].demo_ids[:2] and with_demos.train_ids == records["icl"].demo_ids

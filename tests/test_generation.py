@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_record, run_cli
 from harness.generation import parse_label
 
 
@@ -26,7 +26,7 @@ def test_generation_run_records_texts_and_unparsed_outputs(tmp_path: Path, harne
     assert done.returncode == 0, done.stderr
     [run_dir] = tmp_path.glob("toy__tiny-gpt2__icl__2shot__*")
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").open()]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_record(run_dir).metrics
     assert all("generation" in row and row["prediction"] in {None, "neg", "pos"} for row in rows)
     assert metrics["no_label_rate"] == sum(row["prediction"] is None for row in rows) / len(rows)
     assert metrics["accuracy"] == sum(row["prediction"] == row["gold"] for row in rows) / len(rows)

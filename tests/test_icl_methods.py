@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import read_record, run_cli
 
 from harness.calibration import (
     content_free_distribution,
@@ -21,6 +21,7 @@ from harness.data import Example
 from harness.demos import demonstrations_per_example, reorder, select_demonstrations
 from harness.errors import HarnessError
 from harness.prompts import Template, build_channel_prompts, content_free_prompt, domain_premise_prompt, is_channel
+from harness.records import RunRecord
 from harness.retrieval import RetrievalIndex, nearest_neighbours, tokenize
 
 POOL = [
@@ -204,11 +205,9 @@ def _run(tmp_path: Path, env: dict, model: Path, *overrides: str):
                    env=env, cwd=tmp_path)
 
 
-def _records(output: Path) -> list[tuple[dict, list[dict]]]:
+def _records(output: Path) -> list[tuple[RunRecord, list[dict]]]:
     runs = sorted(p for p in output.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [(json.loads((p / "metrics.json").read_text()),
-             [json.loads(line) for line in (p / "predictions.jsonl").open()])
-            for p in runs]
+    return [(read_record(p), [json.loads(line) for line in (p / "predictions.jsonl").open()]) for p in runs]
 
 
 def test_contextual_calibration_run_with_retrieved_demonstrations(tmp_path: Path, harness_env: dict,
@@ -216,9 +215,9 @@ def test_contextual_calibration_run_with_retrieved_demonstrations(tmp_path: Path
     done = _run(tmp_path, harness_env, tiny_model_dir, "shots=2", "demos=bm25", "calibration=contextual")
     assert done.returncode == 0, done.stderr
     [(metrics, rows)] = _records(tmp_path / "out")
-    assert metrics["calibration"] == "contextual" and metrics["demo_ids"] is None  # one set per example
-    assert set(metrics["uncalibrated"]) == {"accuracy", "macro_f1", "ece"} and 0 <= metrics["ece"] <= 1
-    content_free = {tuple(entry["demo_ids"]): entry["scores"] for entry in metrics["calibration_scores"]}
+    assert metrics.calibration == "contextual" and metrics.demo_ids is None  # one set per example
+    assert set(metrics.uncalibrated) == {"accuracy", "macro_f1", "ece"} and 0 <= metrics.metrics["ece"] <= 1
+    content_free = {tuple(entry["demo_ids"]): entry["scores"] for entry in metrics.calibration_scores}
     assert all(len(scores) == 3 for scores in content_free.values())  # N/A, "" and [MASK]
     for row in rows:  # the recorded probabilities are the recorded scores, calibrated by hand
         raw = label_distribution([list(row["scores"].values())])
@@ -241,21 +240,21 @@ def test_pmi_and_channel_runs(tmp_path: Path, harness_env: dict, tiny_model_dir:
     assert done.returncode == 0, done.stderr
     done = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "scorer=channel", "template=channel")
     assert done.returncode == 0, done.stderr
-    (channel, channel_rows), (pmi, pmi_rows) = sorted(_records(tmp_path / "out"), key=lambda r: r[0]["scorer"])
-    assert channel["scorer"] == "channel" and pmi["calibration"] == "pmi"
-    [premise] = pmi["calibration_scores"]
+    (channel, channel_rows), (pmi, pmi_rows) = sorted(_records(tmp_path / "out"), key=lambda r: r[0].scorer)
+    assert channel.scorer == "channel" and pmi.calibration == "pmi"
+    [premise] = pmi.calibration_scores
     for row in pmi_rows:
         adjusted = np.array(list(row["scores"].values())) - np.array(list(premise["scores"][0].values()))
         assert row["prediction"] == LABELS[int(adjusted.argmax())]
     # channel: one context per label, each followed by the input; direct scoring: one context, then each label
-    assert channel["inference_tokens_per_example"] > 1.5 * pmi["inference_tokens_per_example"]
+    assert channel.cost.inference_tokens_per_example > 1.5 * pmi.cost.inference_tokens_per_example
     assert all(set(row["scores"]) == set(LABELS) for row in channel_rows)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["scorer=channel"], "scorer=channel needs a template that puts {{ answer }} before the input"),
     (["template=channel"], "template 'channel' puts the answer before the input"),
-    (["calibration=platt"], "unknown calibration 'platt'"),
+    (["calibration=platt"], "Invalid value 'platt', expected one of [none, contextual, pmi]"),
     (["calibration=contextual", "scorer=generate"], "calibration=contextual applies to scorer=rank"),
     (["method=lora", "shots=2", "demos=tfidf"], "fine-tuning needs one training set"),
     (["shots=2", "demos=ids", "demo_ids=[tr0]"], "exactly shots=2"),
@@ -280,7 +279,7 @@ def test_template_all_runs_every_direct_template(tmp_path: Path, harness_env: di
     done = run_cli("run", "task=toy3", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", "template=all",
                    "shots=1", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert sorted(m["template"] for m, _ in _records(tmp_path / "out")) == ["instructed", "multi", "plain"]
+    assert sorted(m.template for m, _ in _records(tmp_path / "out")) == ["instructed", "multi", "plain"]
     assert "across 3 templates: accuracy" in done.stdout
 
 
@@ -290,5 +289,5 @@ def test_embedding_demonstrations_in_a_run(tmp_path: Path, harness_env: dict, ti
                 f"retriever={tiny_sentence_encoder}")
     assert done.returncode == 0, done.stderr
     [(metrics, rows)] = _records(tmp_path / "out")
-    assert metrics["demos"] == "embedding" and metrics["demo_ids"] is None
+    assert metrics.demos == "embedding" and metrics.demo_ids is None
     assert all(len(row["demo_ids"]) == 2 for row in rows)

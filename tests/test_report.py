@@ -7,9 +7,9 @@ seeds LoRA shares with ICL, ICL alone is right on 3 items and LoRA alone on 9 (s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from harness.__main__ import main
+from harness.records import Cost, Inputs, RunRecord, TrainingRecord, jsonl_text, run_dir_name, run_key, sha256_text
 from harness.report.stats import (
     break_even_queries,
     discordant_counts,
@@ -37,24 +38,34 @@ GOLD = ["neg" if n % 2 == 0 else "pos" for n in range(10)]
 def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int = 1, correct: set[int],
               task: str = "toy", model: str = "m", template: str = "plain", macro_f1: float | None = None,
               tokens: float = 200.0, training: dict | None = None, config: dict | None = None,
-              predictions: bool = True) -> Path:
-    """A run record as harness.run writes it: config.yaml, predictions.jsonl, metrics.json."""
+              calibration: str = "none", ece: float | None = None, uncalibrated: dict | None = None,
+              inputs: dict | None = None) -> Path:
+    """A run record as harness.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
     settings = {"task": {"name": task}, "model": {"name": model, "path": f"/models/{model}"},
                 "method": {"name": method, "save_weights": True}, "template": None, "shots": shots, "seed": seed,
                 "demos": "random", "output_dir": str(results), "batch_size": 8, **(config or {})}
-    digest = hashlib.sha256(json.dumps([settings, template], sort_keys=True).encode()).hexdigest()[:10]
-    run_dir = results / f"{task}__{model}__{method}__{shots}shot__seed{seed}__{digest}"
+    hashes = Inputs(**{"task_file": "t", "template_file": template, "eval_data": "e", "demo_data": "d",
+                       "model": model, **(inputs or {})})
+    key = run_key(settings, hashes)
+    run_dir = results / run_dir_name(settings, key)
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
     flip = {"neg": "pos", "pos": "neg"}
     rows = [{"id": item, "gold": gold, "prediction": gold if n in correct else flip[gold], "demo_ids": [],
              "dropped_demos": 0} for n, (item, gold) in enumerate(zip(ITEMS, GOLD))]
-    if predictions:
-        (run_dir / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    metrics = {"task": task, "model": model, "method": method, "template": template, "shots": shots, "seed": seed,
-               "config_hash": digest, "accuracy": len(correct) / 10, "macro_f1": macro_f1 or len(correct) / 10,
-               "n": 10, "wall_time_s": 1.0, "inference_tokens_per_example": tokens, "training": training}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    predictions = jsonl_text(rows)
+    (run_dir / "predictions.jsonl").write_text(predictions)
+    metrics = {"accuracy": len(correct) / 10, "macro_f1": macro_f1 or len(correct) / 10}
+    record = RunRecord(
+        task=task, model=model, method=method, template=template, shots=shots, seed=seed, scorer="rank",
+        calibration=calibration, demos=settings["demos"], run_key=key, inputs=hashes, n=10,
+        metrics=metrics | ({"ece": ece} if ece is not None else {}), uncalibrated=uncalibrated, demo_ids=[],
+        train_ids=[], examples_with_dropped_demos=0, predictions_sha256=sha256_text(predictions),
+        cost=Cost(wall_time_s=1.0, scoring_time_s=0.5, tokens_scored=100, tokens_forwarded=100,
+                  tokens_scored_per_s=200.0, inference_tokens_per_example=tokens, examples_resumed=0),
+        training=TrainingRecord(**training) if training else None, calibration_scores=None, environment={},
+    )
+    (run_dir / "metrics.json").write_text(record.to_json())
     return run_dir
 
 
@@ -240,7 +251,7 @@ def test_a_setting_older_records_lack_does_not_split_them(tmp_path: Path, capsys
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (["missing"], "error: results directory '{root}/missing' does not exist"),
-    (["empty"], "error: no run records in '{root}/empty'"),
+    (["empty"], "error: no valid run records in '{root}/empty'"),
     (["results", "tsk=toy"], "error: unknown filter key 'tsk'"),
     (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1)"),
     (["results", "task=sst2"], "error: no run has task=sst2 (values: toy)"),
@@ -255,12 +266,13 @@ def test_one_line_errors(results: Path, capsys: pytest.CaptureFixture, arguments
     assert err.startswith(message.format(root=results.parent)) and err.count("\n") == 1
 
 
-def test_a_metrics_file_that_is_not_a_run_record(results: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_metrics_file_that_is_not_a_run_record_is_left_out_and_named(results: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     (results / "notes").mkdir()
     (results / "notes" / "metrics.json").write_text('{"accuracy": 0.5}')
     code, out, err = report(capsys, results)
-    assert code == 2 and out == "" and err == f"error: {results / 'notes' / 'metrics.json'} is not a run record (no " \
-        "task, model, method, shots, seed)\n"
+    assert code == 0 and "| icl | 4 | 10 | 0.700 ± 0.183" in out
+    assert f"note: left out {results / 'notes'}: metrics.json: record format 1, this harness reads 2" in err
 
 
 def test_incomplete_runs_are_left_out_with_a_note(results: Path, capsys: pytest.CaptureFixture) -> None:
@@ -271,14 +283,55 @@ def test_incomplete_runs_are_left_out_with_a_note(results: Path, capsys: pytest.
     assert "seed9" not in (results / "report" / "runs.csv").read_text()
 
 
-def test_without_predictions_the_difference_has_no_interval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("damage", ["cut at a line", "cut mid-line", "edited", "missing", "NaN metric",
+                                    "not JSON"])
+def test_damaged_records_are_left_out_and_named(tmp_path: Path, capsys: pytest.CaptureFixture, damage: str) -> None:
     root = tmp_path / "r"
-    write_run(root, seed=1, correct=set(range(5)), predictions=False)
-    write_run(root, method="lora", seed=1, correct=set(range(7)), training=LORA_TRAINING, tokens=20.0)
-    code, _, err = report(capsys, root)
+    write_run(root, seed=1, correct=set(range(5)))
+    damaged = write_run(root, seed=2, correct=set(range(9)))
+    predictions = damaged / "predictions.jsonl"
+    lines = predictions.read_text().splitlines(keepends=True)
+    if damage == "cut at a line":
+        predictions.write_text("".join(lines[:5]))
+    elif damage == "cut mid-line":
+        predictions.write_text("".join(lines[:5]) + lines[5][:20])
+    elif damage == "edited":
+        predictions.write_text("".join(lines).replace('"prediction": "neg"', '"prediction": "pos"', 1))
+    elif damage == "missing":
+        predictions.unlink()
+    elif damage == "NaN metric":
+        (damaged / "metrics.json").write_text((damaged / "metrics.json").read_text().replace('"accuracy": 0.9',
+                                                                                             '"accuracy": NaN'))
+    else:
+        (damaged / "metrics.json").write_text((damaged / "metrics.json").read_text()[:100])
+    code, out, err = report(capsys, root)
     assert code == 0, err
-    [row] = pd.read_csv(root / "report" / "comparison.csv").to_dict("records")
-    assert row["difference"] == pytest.approx(0.2) and math.isnan(row["ci_low"]) and math.isnan(row["mcnemar_p"])
+    expected = {"cut at a line": "predictions.jsonl is not the file the run wrote (5 lines for 10 items: cut short)",
+                "cut mid-line": "predictions.jsonl is not the file the run wrote (5 lines for 10 items: cut short)",
+                "edited": "predictions.jsonl is not the file the run wrote; its sha256 differs",
+                "missing": "predictions.jsonl cannot be read",
+                "NaN metric": "metrics.json: metric accuracy is nan, not a finite number",
+                "not JSON": "metrics.json: not valid JSON"}[damage]
+    assert f"note: left out {damaged}: {expected}" in err, err
+    [row] = pd.read_csv(root / "report" / "summary.csv").to_dict("records")
+    assert row["runs"] == 1 and row["accuracy_mean"] == 0.5  # the damaged run is not averaged in
+
+
+def test_a_record_of_changed_inputs_is_superseded_by_the_newer_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "r"
+    old = write_run(root, seed=1, correct=set(range(5)))
+    new = write_run(root, seed=1, correct=set(range(8)), inputs={"template_file": "edited", "eval_data": "relabelled"})
+    os.utime(old / "metrics.json", ns=(1, 1))  # the older record
+    code, out, err = report(capsys, root)
+    assert code == 0, err
+    assert f"note: left out {old}: superseded by {new.name}: same settings, changed template_file, eval_data since" in err
+    [row] = pd.read_csv(root / "report" / "summary.csv").to_dict("records")
+    assert row["runs"] == 1 and row["accuracy_mean"] == 0.8
+
+
+def test_unwritable_report_directory_is_one_line(results: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = report(capsys, results, "out=/proc/harness-report")
+    assert code == 2 and err.startswith("error: cannot write the report to /proc/harness-report (") and err.count("\n") == 1
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -333,11 +386,8 @@ def test_html_page_in_a_headless_browser(results: Path, capsys: pytest.CaptureFi
 def test_calibrated_runs_show_their_uncalibrated_metrics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "calibrated"
     for seed, (calibrated, uncalibrated) in enumerate([(0.8, 0.5), (0.6, 0.5), (0.7, 0.8)], start=1):
-        run_dir = write_run(root, seed=seed, correct=set(range(round(calibrated * 10))))
-        record = json.loads((run_dir / "metrics.json").read_text())
-        record.update(calibration="contextual", ece=0.1 * seed,
-                      uncalibrated={"accuracy": uncalibrated, "macro_f1": uncalibrated, "ece": 0.3})
-        (run_dir / "metrics.json").write_text(json.dumps(record))
+        write_run(root, seed=seed, correct=set(range(round(calibrated * 10))), calibration="contextual",
+                  ece=0.1 * seed, uncalibrated={"accuracy": uncalibrated, "macro_f1": uncalibrated, "ece": 0.3})
     code, out, err = report(capsys, root)
     assert code == 0, err
     [row] = pd.read_csv(root / "report" / "summary.csv").to_dict("records")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_record, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def _run(tmp_path: Path, output: str, *overrides: str) -> tuple[dict, list[dict]
     assert done.returncode == 0, done.stderr[-2000:]
     [run_dir] = (tmp_path / output).glob("sentiment__smollm2-135m__icl__*")
     predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").open()]
-    return json.loads((run_dir / "metrics.json").read_text()), predictions
+    return read_record(run_dir).metrics | {"n": read_record(run_dir).n}, predictions
 
 
 def test_zero_shot_beats_the_majority_class(tmp_path: Path) -> None:

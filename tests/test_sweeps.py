@@ -63,7 +63,7 @@ def test_launcher_overrides_pass_the_up_front_check(harness_env: dict) -> None:
     from harness.registry import register_configs
 
     register_configs()
-    _check_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "shots=0,4"])
-    _check_overrides(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.mem_gb=32"])
+    _check_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "shots=0,4"], multirun=True)
+    _check_overrides(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.mem_gb=32"], multirun=True)
     with pytest.raises(HarnessError, match="unknown hydra/launcher 'slrum'.*pip install"):
-        _check_overrides(["hydra/launcher=slrum"])
+        _check_overrides(["hydra/launcher=slrum"], multirun=True)

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from omegaconf import OmegaConf
 
 from harness.config import TaskConfig
@@ -18,7 +19,7 @@ from harness.data import Example, load_split
 from harness.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template
 from harness.registry import BUILTIN_ROOT, load_task_node
 
-SHARED_DATA = BUILTIN_ROOT.parent / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 BUILTIN_TASKS = sorted(path.stem for path in (BUILTIN_ROOT / "tasks").glob("*.yaml"))
 CHANNEL_TASKS = {"sentiment", "sst2", "sst5", "mr", "cr", "subj", "agnews", "dbpedia", "trec"}
 

@@ -51,6 +51,8 @@ def report_command(arguments: list[str]) -> int:
     if records.incomplete:
         print(f"note: {records.incomplete} run directories in {options.results_dir} have no metrics.json (still "
               "running, or interrupted): left out", file=sys.stderr)
+    for skipped in records.skipped:
+        print(f"note: left out {skipped.path}: {skipped.reason}", file=sys.stderr)
     runs, settings = _select(records.runs, records.settings, options.filters)
     if runs[options.metric].isna().all():
         raise HarnessError(f"no run in {options.results_dir} recorded {options.metric}")
@@ -85,8 +87,12 @@ def report_command(arguments: list[str]) -> int:
     outputs = (markdown, render.latex(title, parts), render.html_page(title, intro, parts, figures),
                *(frame.to_csv(index=False) for frame in (summary, comparison, leaderboard,
                                                          pd.concat([runs, settings.add_prefix("config.")], axis=1))))
-    for name, text in zip(FILES, outputs):
-        write_text_atomic(out / name, text)
+    try:
+        for name, text in zip(FILES, outputs):
+            write_text_atomic(out / name, text)
+    except OSError as error:
+        raise HarnessError(f"cannot write the report to {out} ({error.strerror or error}); choose another with "
+                           "out=DIR") from None
     print(markdown, end="")
     print(f"report written to {out}/ ({', '.join(FILES)})", file=sys.stderr)
     return 0

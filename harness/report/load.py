@@ -1,7 +1,11 @@
-"""Run records on disk -> one pandas DataFrame, one row per complete run.
+"""Run records on disk -> one pandas DataFrame, one row per complete, valid run.
 
 A run directory is a direct child of the results directory holding metrics.json (written last, so
-it marks a complete run). Hidden directories (Hydra's `.multirun` bookkeeping) are skipped.
+it marks a complete run). Hidden directories (Hydra's `.multirun` bookkeeping) are skipped. Every
+record is checked before it counts: metrics.json must be a valid record with finite metrics, and
+predictions.jsonl must be the very file the run wrote (its sha256 is in the record), so a damaged,
+cut or hand-edited file is left out and named, never averaged in. Of two records with the same
+settings whose inputs differ (a template or data file edited between them), only the newer counts.
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ import pandas as pd
 import yaml
 
 from harness.errors import HarnessError
-from harness.records import HASH_EXCLUDED
+from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
-# Records written before the scorer and calibration settings existed used these.
-IDENTITY_DEFAULTS = {"scorer": "rank", "calibration": "none"}
 METRIC_COLUMNS = ("accuracy", "macro_f1", "ece", "uncalibrated_accuracy", "uncalibrated_ece")
 # A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.
 UNCALIBRATED = {"uncalibrated_accuracy": "accuracy", "uncalibrated_ece": "ece"}
@@ -37,10 +39,17 @@ RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__[0-9a-f]{10}$")  # harness.r
 
 
 @dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class Records:
-    runs: pd.DataFrame  # one row per complete run: IDENTITY, metrics, costs, run_dir, config_hash
+    runs: pd.DataFrame  # one row per valid run: IDENTITY, metrics, costs, run_dir, run_key
     settings: pd.DataFrame  # the same rows: every config.yaml key flattened (demos, method.steps, ...), as text
     incomplete: int  # run directories without metrics.json: still running, or interrupted
+    skipped: list[Skipped]  # complete-looking records left out, and why
 
 
 def load_records(results_dir: Path) -> Records:
@@ -48,14 +57,47 @@ def load_records(results_dir: Path) -> Records:
         raise HarnessError(f"results directory '{results_dir}' does not exist")
     directories = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     complete = [d for d in directories if (d / "metrics.json").is_file()]
-    if not complete:
-        raise HarnessError(f"no run records in '{results_dir}' (a run directory holds metrics.json once its run "
-                           "is complete)")
-    rows = [_run_row(d) for d in complete]
-    settings = [_flatten(_read_yaml(d / "config.yaml")) for d in complete]
+    loaded: list[tuple[Path, RunRecord, dict[str, str]]] = []
+    skipped: list[Skipped] = []
+    for run_dir in complete:
+        try:
+            record = read_run(run_dir)
+            settings = _flatten(_read_yaml(run_dir / "config.yaml"))
+        except RecordError as error:
+            skipped.append(Skipped(run_dir, str(error)))
+            continue
+        loaded.append((run_dir, record, settings))
+    loaded, superseded = _newest_inputs(loaded)
+    skipped += superseded
+    if not loaded:
+        reasons = f"; left out: {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        raise HarnessError(f"no valid run records in '{results_dir}' (a run directory holds metrics.json once its run "
+                           f"is complete){reasons}")
     incomplete = sum(1 for d in set(directories) - set(complete) if RUN_DIR_NAME.search(d.name))
-    return Records(runs=pd.DataFrame(rows), settings=pd.DataFrame(settings).fillna(ABSENT_SETTING),
-                   incomplete=incomplete)
+    return Records(runs=pd.DataFrame([_run_row(d, r) for d, r, _ in loaded]),
+                   settings=pd.DataFrame([s for _, _, s in loaded]).fillna(ABSENT_SETTING),
+                   incomplete=incomplete, skipped=skipped)
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """The run's record, checked: valid metrics.json, and predictions.jsonl as the run wrote it."""
+    try:
+        record = RunRecord.from_json((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"metrics.json cannot be read ({error})") from None
+    except RecordError as error:
+        raise RecordError(f"metrics.json: {error}") from None
+    path = run_dir / "predictions.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"predictions.jsonl cannot be read ({error})") from None
+    if sha256_text(text) != record.predictions_sha256:
+        lines = text.count("\n")
+        cut = f" ({lines} lines for {record.n} items: cut short)" if lines != record.n or not text.endswith("\n") else ""
+        raise RecordError(f"predictions.jsonl is not the file the run wrote{cut}; its sha256 differs from the "
+                          "record's (rerun with rerun=true to score it again)")
+    return record
 
 
 def load_predictions(run_dir: str) -> pd.DataFrame | None:
@@ -78,37 +120,51 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def _run_row(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        training = record.get("training") or {}
-        row = {key: record.get(key, IDENTITY_DEFAULTS.get(key)) for key in IDENTITY}
-        missing = [key for key in IDENTITY if row[key] is None and key != "template"]
-    except (OSError, ValueError, AttributeError) as error:
-        raise HarnessError(f"cannot read run record {path}: {error}") from None
-    if missing:
-        raise HarnessError(f"{path} is not a run record (no {', '.join(missing)})")
+def _newest_inputs(loaded: list[tuple[Path, RunRecord, dict[str, str]]]) -> tuple[list, list[Skipped]]:
+    """Of records with the same settings and seed but different inputs, the newest (by metrics.json's time):
+    the others were made from a template, task, data or model that has changed since."""
+    newest: dict[str, tuple[Path, RunRecord, dict[str, str]]] = {}
+    skipped = []
+    order = sorted(loaded, key=lambda item: (item[0] / "metrics.json").stat().st_mtime_ns, reverse=True)
+    for item in order:
+        run_dir, record, settings = item
+        same = json.dumps([[as_text(getattr(record, key)) for key in IDENTITY], settings], sort_keys=True)
+        if same in newest:
+            kept_dir, kept, _ = newest[same]
+            changed = [name for name, value in vars(record.inputs).items() if vars(kept.inputs)[name] != value]
+            skipped.append(Skipped(run_dir, f"superseded by {kept_dir.name}: same settings, changed "
+                                            f"{', '.join(changed) or 'inputs'} since"))
+        else:
+            newest[same] = item
+    kept = set(id(item) for item in newest.values())
+    return [item for item in loaded if id(item) in kept], skipped
+
+
+def _run_row(run_dir: Path, record: RunRecord) -> dict[str, Any]:
+    training = vars(record.training) if record.training else {}
     return {
-        **row,
-        **{key: record.get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
-        **{key: (record.get("uncalibrated") or {}).get(name) for key, name in UNCALIBRATED.items()},
-        "n": record.get("n"),
-        "wall_time_s": record.get("wall_time_s"),
-        "inference_tokens_per_example": record.get("inference_tokens_per_example"),
+        **{key: getattr(record, key) for key in IDENTITY},
+        **{key: record.metrics.get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        **{key: (record.uncalibrated or {}).get(name) for key, name in UNCALIBRATED.items()},
+        "n": record.n,
+        "wall_time_s": record.cost.wall_time_s,
+        "inference_tokens_per_example": record.cost.inference_tokens_per_example,
         **{key: training.get(key) for key in TRAINING_COLUMNS},
-        "config_hash": record.get("config_hash"),
+        "run_key": record.run_key,
         "run_dir": str(run_dir),
     }
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"config.yaml cannot be read ({error})") from None
     except yaml.YAMLError as error:
-        raise HarnessError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+        raise RecordError(f"config.yaml: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise RecordError("config.yaml does not hold a mapping")
+    return loaded
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -1,0 +1,254 @@
+"""The stages of a run that need the model: prepare it, predict, measure, record.
+
+harness/run.py calls execute() once the plan is made, the inputs chosen and the run directory
+started. Predictions go through a journal in the run directory, so a run that is killed or
+interrupted continues where it stopped when the same command runs again; a fine-tuning run keeps its
+trained weights there too, so an interruption during scoring does not retrain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Collection, Sequence
+
+import numpy as np
+
+from harness.calibration import expected_calibration_error
+from harness.classify import classify
+from harness.config import Calibration, Scorer
+from harness.errors import HarnessError, RunInterrupted
+from harness.finetune import finetune, load_trained, remove_trained
+from harness.generation import generate_labels
+from harness.journal import JOURNAL_FILE, Journal
+from harness.metrics import NO_LABEL, compute_metrics
+from harness.models import LanguageModel, load_language_model
+from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
+from harness.prompts import build_prompt
+from harness.records import (
+    Cost,
+    RecordError,
+    RunRecord,
+    TrainingRecord,
+    environment,
+    jsonl_text,
+    sha256_text,
+    write_json,
+    write_text_atomic,
+)
+from harness.requests import ScoringRequest, build_requests
+from harness.scoring import ScoringStats
+
+TRAINING_FILE = "training.json"  # written once the trained weights are saved: training is complete
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What predict() hands on: one prediction (label index, or NO_LABEL) and detail row per test item."""
+
+    requests: list[ScoringRequest]  # per test item, for the demonstrations it saw
+    predictions: list[int]
+    details: list[dict[str, Any]]  # scores and probabilities, or the generated text
+    probabilities: np.ndarray | None  # rank scorers: the label distribution of each item
+    uncalibrated: tuple[list[int], np.ndarray] | None  # calibrated runs: predictions and distribution before it
+    calibration_scores: list[dict[str, Any]] | None
+    stats: ScoringStats
+    inference_tokens: int
+    resumed: int = 0  # test items an earlier, interrupted process of this run had finished
+
+
+def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
+    lm, training = prepare_model(plan, selection, progress)
+    predicted = predict(plan, selection, lm, progress)
+    metrics, uncalibrated = measure(plan, predicted)
+    record = write_record(plan, selection, lm, training, predicted, metrics, uncalibrated, started)
+    return RunResult(run_dir=plan.run_dir, record=record)
+
+
+def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[LanguageModel, TrainingRecord | None]:
+    """Load the model; for fine-tuning, train it on the selection's training set, or apply the weights a
+    previous, interrupted process of this run trained and saved."""
+    config = plan.config
+    lm = load_language_model(config.model, config.device)
+    if not plan.finetuning:
+        return lm, None
+    finished = plan.run_dir / TRAINING_FILE
+    if finished.is_file() and not config.rerun:
+        training = TrainingRecord(**json.loads(finished.read_text(encoding="utf-8")))
+        load_trained(lm, config.method.name, plan.run_dir)
+        print(f"harness: reusing the weights trained by an earlier, interrupted process of this run ({plan.run_dir})",
+              file=sys.stderr)
+        return lm, training
+    finished.unlink(missing_ok=True)
+    try:
+        training = finetune(lm, config.method, plan.template, selection.training_set, config.seed, plan.run_dir,
+                            progress)
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted during fine-tuning (nothing to keep yet); rerun the same command to "
+                             "start it again") from None
+    write_json(finished, asdict(training))
+    return lm, training
+
+
+def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bool) -> Predicted:
+    config = plan.config
+    batch_size = None if config.batch_size == "auto" else config.batch_size
+    journals: list[Journal] = []
+    total = len(plan.examples)
+
+    def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
+        header = {"journal": 1, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
+        if config.rerun and not journals:
+            (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)  # rerun=true: from the start
+        journals.append(Journal(plan.run_dir / JOURNAL_FILE, header))
+        if journals[-1].resumed_rows:
+            print(f"harness: resuming {plan.run_dir.name}: reusing {len(journals[-1].resumed_rows)} of {len(requests)} "
+                  "scoring requests finished by an earlier, interrupted process; scoring the rest", file=sys.stderr)
+        return journals[-1]
+
+    per_item = len(plan.labels) if config.scorer == Scorer.channel else 1  # channel: a request per label
+    try:
+        predicted = PREDICTORS[config.scorer](plan, selection, lm, batch_size, open_journal, progress)
+    except KeyboardInterrupt:
+        finished = _items_among(journals[0].results, total, per_item) if journals else 0
+        raise RunInterrupted(f"interrupted at {finished}/{total} examples; rerun the same command to continue "
+                             f"({plan.run_dir / JOURNAL_FILE} keeps them)") from None
+    finally:
+        for journal in journals:
+            journal.close()
+    return replace(predicted, resumed=_items_among(journals[0].resumed_rows, total, per_item) if journals else 0)
+
+
+def _items_among(rows: Collection[int], total: int, per_item: int) -> int:
+    """Test items whose requests are all among `rows` (requests past total * per_item are calibration prompts)."""
+    return sum(1 for row in rows if row < total * per_item) // per_item
+
+
+Predictor = Callable[..., Predicted]
+
+
+def _rank_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """scorer=rank and scorer=channel: a log-prob per label, optionally calibrated."""
+    config = plan.config
+    result = classify(lm, plan.template, config.task.fields, plan.examples, selection.shown, config.scorer,
+                      config.calibration, config.content_free_inputs, config.normalize, batch_size,
+                      config.prefix_cache, progress, open_journal)
+    labels = plan.labels
+    details = [{"scores": dict(zip(labels, scores.tolist())), "probabilities": dict(zip(labels, probs.tolist()))}
+               for scores, probs in zip(result.scores, result.probabilities)]
+    calibrated = config.calibration != Calibration.none
+    return Predicted(
+        requests=result.requests, predictions=result.predictions, details=details, probabilities=result.probabilities,
+        uncalibrated=(result.uncalibrated_predictions, result.uncalibrated_probabilities) if calibrated else None,
+        calibration_scores=[{"demo_ids": list(key), "scores": [dict(zip(labels, row)) for row in rows]}
+                            for key, rows in result.calibration_scores.items()] if calibrated else None,
+        stats=result.stats, inference_tokens=result.inference_tokens,
+    )
+
+
+def _generated_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                     open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """scorer=generate: greedy decoding, the output's first line parsed to a label."""
+    config = plan.config
+    prompts = [build_prompt(plan.template, demos, example) for demos, example in zip(selection.shown, plan.examples)]
+    requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
+    journal = open_journal(requests)
+    generations, stats = generate_labels(lm, requests, list(plan.template.verbalizers.values()),
+                                         config.max_new_tokens, batch_size, progress, journal)
+    return Predicted(
+        requests=requests, predictions=[NO_LABEL if g.label is None else g.label for g in generations],
+        details=[{"generation": g.text} for g in generations], probabilities=None, uncalibrated=None,
+        calibration_scores=None, stats=stats, inference_tokens=stats.tokens_scored,
+    )
+
+
+PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel: _rank_items,
+                                       Scorer.generate: _generated_items}
+
+
+def measure(plan: RunPlan, predicted: Predicted) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The task's metrics (and ECE of the label distribution); a calibrated run's metrics before calibration."""
+    references = [plan.labels.index(example.label) for example in plan.examples]
+    metrics = compute_metrics(plan.config.task.metrics, predicted.predictions, references)
+    if predicted.probabilities is None:
+        metrics["no_label_rate"] = predicted.predictions.count(NO_LABEL) / len(references)
+        return metrics, None
+    metrics["ece"] = expected_calibration_error(predicted.probabilities, references)
+    if predicted.uncalibrated is None:
+        return metrics, None
+    predictions, probabilities = predicted.uncalibrated
+    uncalibrated = compute_metrics(plan.config.task.metrics, predictions, references)
+    uncalibrated["ece"] = expected_calibration_error(probabilities, references)
+    return metrics, uncalibrated
+
+
+def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, training: TrainingRecord | None,
+                 predicted: Predicted, metrics: dict[str, float], uncalibrated: dict[str, float] | None,
+                 started: float) -> RunRecord:
+    """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
+    config, labels = plan.config, plan.labels
+    rows = (
+        {
+            "id": example.id,
+            "gold": example.label,
+            "prediction": None if prediction == NO_LABEL else labels[prediction],
+            **detail,
+            "demo_ids": list(request.demo_ids),
+            "dropped_demos": request.dropped_demos,
+        }
+        for example, prediction, detail, request in zip(plan.examples, predicted.predictions, predicted.details,
+                                                        predicted.requests)
+    )
+    try:
+        predictions_text = jsonl_text(rows)
+    except ValueError:
+        raise HarnessError("a prediction holds a non-finite number; not writing the record") from None
+    stats, shown = predicted.stats, selection.shown
+    record = RunRecord(
+        task=config.task.name, model=config.model.name, method=str(config.method.name), template=plan.template.name,
+        shots=config.shots, seed=config.seed, scorer=str(config.scorer), calibration=str(config.calibration),
+        demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(plan.examples), metrics=metrics,
+        uncalibrated=uncalibrated,
+        demo_ids=[demo.id for demo in shown[0]] if shown and all(d is shown[0] for d in shown) else None,
+        train_ids=[demo.id for demo in selection.training_set],
+        examples_with_dropped_demos=sum(1 for request in predicted.requests if request.dropped_demos),
+        predictions_sha256=sha256_text(predictions_text),
+        cost=Cost(
+            wall_time_s=round(time.perf_counter() - started, 3),
+            scoring_time_s=round(stats.seconds, 3),
+            tokens_scored=stats.tokens_scored,
+            tokens_forwarded=stats.tokens_forwarded,
+            tokens_scored_per_s=round(stats.tokens_scored / stats.seconds, 1) if stats.seconds else None,
+            # what each test query costs at inference: ICL pays for its demonstrations every time
+            inference_tokens_per_example=round(predicted.inference_tokens / len(plan.examples), 1),
+            examples_resumed=predicted.resumed,
+        ),
+        training=training,
+        calibration_scores=predicted.calibration_scores,
+        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch.")),
+    )
+    try:
+        record_text = record.to_json()
+    except RecordError as error:
+        raise HarnessError(str(error)) from None
+    try:
+        write_text_atomic(plan.run_dir / PREDICTIONS_FILE, predictions_text)
+        write_text_atomic(plan.run_dir / RECORD_FILE, record_text)
+    except OSError as error:
+        raise HarnessError(f"cannot write the run record to {plan.run_dir} ({error.strerror or error}); the scores "
+                           f"are kept in {plan.run_dir / JOURNAL_FILE}: free space and rerun the same command") from None
+    (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)
+    if plan.finetuning and not config.method.save_weights:
+        remove_trained(plan.run_dir)
+    return record
+
+
+def _requests_digest(requests: Sequence[ScoringRequest]) -> str:
+    digest = hashlib.sha256()
+    for request in requests:
+        digest.update(json.dumps([request.context_ids, request.continuation_ids, request.demo_ids]).encode())
+    return digest.hexdigest()

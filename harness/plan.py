@@ -1,0 +1,165 @@
+"""What a run will do, decided before any model is loaded (and without importing torch).
+
+plan_run checks the settings, loads the template and the data, fingerprints every input and
+derives the run key and directory; choose_inputs picks the test items' demonstrations and the
+training set; start_run_dir makes sure the output can be written. Every mistake a user can make
+without the model fails here, in one line, before minutes of loading, training or scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from harness.config import RETRIEVAL_DEMOS, Calibration, Method, RunConfig, Scorer
+from harness.data import Example, load_split
+from harness.demos import demonstrations_per_example
+from harness.errors import HarnessError
+from harness.fingerprint import examples_digest, file_digest, model_fingerprint
+from harness.metrics import check_metrics
+from harness.prompts import Template, is_channel, load_template
+from harness.records import Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
+from harness.registry import task_files, template_files
+
+SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
+CONFIG_FILE = "config.yaml"
+RECORD_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: RunConfig
+    resolved: dict[str, Any]  # the config as config.yaml holds it
+    template: Template
+    labels: list[str]
+    examples: list[Example]  # the test items scored, in order (after subsample and limit)
+    pool: list[Example]  # the demonstration split (empty at 0 shots)
+    inputs: Inputs
+    key: str
+    run_dir: Path
+
+    @property
+    def complete(self) -> bool:
+        return (self.run_dir / RECORD_FILE).is_file()
+
+    @property
+    def finetuning(self) -> bool:
+        return self.config.method.name != Method.icl
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    record: RunRecord
+    reused: bool = False  # the record was complete already, nothing ran
+
+
+@dataclass(frozen=True)
+class Selection:
+    shown: list[list[Example]]  # the demonstrations in each test item's prompt
+    training_set: list[Example]  # fine-tuning: the one demonstration set the ICL run with this seed shows
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    check_settings(config)
+    task = config.task
+    template = load_template(task, config.template or task.default_template)
+    if is_channel(template, task.fields) and config.scorer != Scorer.channel:
+        raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
+                           "use scorer=channel")
+    if config.scorer == Scorer.channel and not is_channel(template, task.fields):
+        raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
+                           f"(a channel_* template), not '{template.name}'")
+    check_metrics(task.metrics)
+    evaluation = load_split(task, task.eval_split)
+    examples = evaluation
+    if config.subsample is not None:
+        if config.subsample > len(evaluation):
+            raise HarnessError(f"subsample={config.subsample} but the {task.eval_split} split of task '{task.name}' "
+                               f"has {len(evaluation)} examples")
+        chosen = np.random.default_rng(SUBSAMPLE_SEED).choice(len(evaluation), size=config.subsample, replace=False)
+        examples = [evaluation[i] for i in sorted(chosen)]
+    if config.limit is not None:
+        examples = examples[: config.limit]
+    pool = load_split(task, task.demo_split) if config.shots else []
+    task_file = task_files().get(task.name)
+    inputs = Inputs(
+        task_file=file_digest(task_file) if task_file else None,
+        template_file=template.file_sha256,
+        eval_data=examples_digest(evaluation),
+        demo_data=examples_digest(pool) if config.shots else None,
+        model=model_fingerprint(config.model),
+    )
+    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+    key = run_key(resolved, inputs)
+    return RunPlan(config=config, resolved=resolved, template=template, labels=list(task.labels), examples=examples,
+                   pool=pool, inputs=inputs, key=key, run_dir=Path(config.output_dir) / run_dir_name(resolved, key))
+
+
+def choose_inputs(plan: RunPlan) -> Selection:
+    """Each test item's demonstrations. ICL shows them; fine-tuning trains on the run's one set (the very
+    examples the ICL run with this seed shows) and shows its first eval_shots."""
+    config = plan.config
+    per_example = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
+                                             plan.labels, config.demo_ids, config.demo_order, config.retriever)
+    if not plan.finetuning:
+        return Selection(shown=per_example, training_set=[])
+    training_set = per_example[0]
+    return Selection(shown=[training_set[: config.eval_shots]] * len(plan.examples), training_set=training_set)
+
+
+def start_run_dir(plan: RunPlan) -> None:
+    """Create the run directory and write config.yaml: an output that cannot be written fails now."""
+    try:
+        write_text_atomic(plan.run_dir / CONFIG_FILE, OmegaConf.to_yaml(plan.resolved))
+    except OSError as error:
+        raise HarnessError(f"cannot write the run record to {plan.run_dir} ({error.strerror or error}); "
+                           "set output_dir to a writable directory") from None
+
+
+def templates_to_run(config: RunConfig) -> list[str]:
+    """template=all: every template of the task that suits the scorer (channel templates for scorer=channel)."""
+    if config.template != "all":
+        return [config.template or config.task.default_template]
+    names = [name for name in template_files(config.task.name)
+             if is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
+    if not names:
+        raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
+    return names
+
+
+def check_settings(config: RunConfig) -> None:
+    """Settings that are wrong whatever the task and model (the config schema has rejected wrong types and
+    values outside each setting's choices already)."""
+    finetuning = config.method.name != Method.icl
+    if config.shots < 0:
+        raise HarnessError(f"shots must be >= 0, got {config.shots}")
+    if config.seed < 0:
+        raise HarnessError(f"seed must be >= 0, got {config.seed}")
+    if config.eval_shots and not finetuning:
+        raise HarnessError("eval_shots applies to fine-tuning methods; for icl use shots")
+    if not 0 <= config.eval_shots <= config.shots:
+        raise HarnessError(f"eval_shots must be between 0 and shots ({config.shots}), got {config.eval_shots}")
+    if config.calibration != Calibration.none and config.scorer != Scorer.rank:
+        raise HarnessError(f"calibration={config.calibration} applies to scorer=rank, not scorer={config.scorer}")
+    if config.calibration == Calibration.contextual and not config.content_free_inputs:
+        raise HarnessError("calibration=contextual needs at least one content-free input (content_free_inputs=[...])")
+    if config.demos in RETRIEVAL_DEMOS and finetuning:
+        raise HarnessError(f"demos={config.demos} picks demonstrations per test example; "
+                           "fine-tuning needs one training set (demos=random, balanced, first_n or ids)")
+    if finetuning and config.shots == 0:
+        raise HarnessError(f"method={config.method.name} needs training examples: set shots > 0")
+    if finetuning and (config.method.steps < 1 or config.method.learning_rate <= 0):
+        raise HarnessError(f"method={config.method.name} needs method.steps >= 1 and method.learning_rate > 0")
+    if config.max_new_tokens < 1:
+        raise HarnessError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
+    if config.batch_size != "auto" and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise HarnessError(f"batch_size must be a positive integer or auto, got {config.batch_size!r}")
+    for key in ("limit", "subsample"):
+        if getattr(config, key) is not None and getattr(config, key) < 1:
+            raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")
