@@ -14,13 +14,14 @@ Usage (the issue's setting: smollm2-135m on ../shared/data, Zhao et al.'s prompt
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+
+from harness.report.load import read_run
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Zhao et al. 2021's formats where the task has one
@@ -64,12 +65,12 @@ def main() -> None:
 def load(output_dir: Path, tasks: list[str], model: str) -> pd.DataFrame:
     rows = []
     for path in sorted(output_dir.glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        if record["task"] in tasks and record["model"] == model and record.get("calibration") == "contextual":
-            rows.append({"task": record["task"], "template": record["template"], "k": record["shots"],
-                         "seed": record["seed"], "n": record["n"],
-                         "acc": record["uncalibrated"]["accuracy"], "acc_cc": record["accuracy"],
-                         "ece": record["uncalibrated"]["ece"], "ece_cc": record["ece"]})
+        record = read_run(path.parent)
+        if record.task in tasks and record.model == model and record.calibration == "contextual":
+            rows.append({"task": record.task, "template": record.template, "k": record.shots,
+                         "seed": record.seed, "n": record.n,
+                         "acc": record.uncalibrated["accuracy"], "acc_cc": record.metrics["accuracy"],
+                         "ece": record.uncalibrated["ece"], "ece_cc": record.metrics["ece"]})
     if not rows:
         raise SystemExit(f"no calibrated run records for {tasks} in {output_dir}")
     return pd.DataFrame(rows)

@@ -19,7 +19,6 @@ Usage (the issue's setting: smollm2-135m, `sentiment`, k = 16 per class, 5 seeds
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.load import read_run
 from harness.report.stats import break_even_queries
 
 
@@ -67,14 +67,16 @@ def main() -> None:
 def load_records(output_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(output_dir.glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        training = record["training"] or {}
+        record = read_run(path.parent)
+        training = record.training
         rows.append({
-            "method": record["method"], "seed": record["seed"], "accuracy": record["accuracy"],
-            "macro_f1": record["macro_f1"], "wall_time_s": record["wall_time_s"],
-            "train_time_s": training.get("train_time_s", 0.0), "trainable": training.get("trainable_parameters", 0),
-            "total": training.get("total_parameters"), "train_flops": training.get("train_flops", 0.0),
-            "tokens_per_query": record["inference_tokens_per_example"],
+            "method": record.method, "seed": record.seed, "accuracy": record.metrics["accuracy"],
+            "macro_f1": record.metrics["macro_f1"], "wall_time_s": record.cost.wall_time_s,
+            "train_time_s": training.train_time_s if training else 0.0,
+            "trainable": training.trainable_parameters if training else 0,
+            "total": training.total_parameters if training else None,
+            "train_flops": training.train_flops if training else 0.0,
+            "tokens_per_query": record.cost.inference_tokens_per_example,
         })
     if not rows:
         raise SystemExit(f"no run records in {output_dir}")

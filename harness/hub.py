@@ -55,20 +55,21 @@ def resolve_model_source(path: str, revision: str | None, what: str, hint: str) 
     return path, cached and not hub_reachable()
 
 
-def hub_commit(path: str, revision: str | None) -> str | None:
-    """The commit a hub model id resolves to: from the local cache, else asked of the hub when it can be
-    reached; None when neither can tell (the model's own loading then fails with its one-line error)."""
+def hub_commit(path: str, revision: str | None) -> str:
+    """The commit a hub model id resolves to: asked of the hub when it can be reached (a branch may have
+    moved since the model was cached, and loading would fetch the new commit), else from the local cache.
+    One line, before anything else runs, when it is neither reachable nor cached."""
     try:
         cached = try_to_load_from_cache(path, "config.json", revision=revision)
     except ValueError as error:  # not a valid repo id
         raise HarnessError(f"model '{path}' is neither a local path nor a hub id: {str(error).splitlines()[0]}") from None
-    if isinstance(cached, str):
-        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
     if hub_offline_by_choice() or not hub_reachable():
-        return None
+        if isinstance(cached, str):
+            return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+        require_hub(f"model '{path}'", hint="use a local path or a named model (python -m harness list)")
     from huggingface_hub import HfApi
 
     try:
         return HfApi().model_info(path, revision=revision).sha
-    except Exception:  # a private or missing repo: loading it says why, in one line
-        return None
+    except Exception as error:  # a private, gated or missing repo
+        raise HarnessError(f"cannot load model '{path}': {str(error).strip().splitlines()[0]}") from None

@@ -8,7 +8,7 @@ without the model fails here, in one line, before minutes of loading, training o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,10 @@ class Selection:
 def plan_run(config: RunConfig) -> RunPlan:
     check_settings(config)
     task = config.task
-    template = load_template(task, config.template or task.default_template)
+    if config.template == "all":
+        raise HarnessError("template=all stands for several runs: plan each of templates_to_run(config)")
+    config = replace(config, template=config.template or task.default_template)  # the key names what is used
+    template = load_template(task, config.template)
     if is_channel(template, task.fields) and config.scorer != Scorer.channel:
         raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
                            "use scorer=channel")

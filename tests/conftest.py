@@ -158,3 +158,25 @@ def read_record(run_dir: Path):
     from harness.report.load import read_run
 
     return read_run(run_dir)
+
+
+def compose(*overrides: str):
+    """The RunConfig the CLI would build from these overrides (in this process: no start-up cost)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from harness.cli import CONFIG_DIR, _expand_model_override
+    from harness.registry import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = hydra_compose(config_name="config", overrides=_expand_model_override(list(overrides)))
+    return OmegaConf.to_object(config)
+
+
+def run_in_process(*overrides: str):
+    """One run as `python -m harness run` does it, in this process; returns its RunResult."""
+    from harness.run import run
+
+    return run(compose(*overrides), progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli
+from conftest import read_record, run_cli, run_in_process
 
 
 def _run(tmp_path: Path, env: dict, model: Path, *overrides: str, output: str = "out"):
@@ -42,13 +42,11 @@ def test_run_writes_every_file(tmp_path: Path, harness_env: dict, tiny_model_dir
 def test_same_seed_same_demonstrations_and_predictions(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
     runs = {}
     for output, batch_size in (("a", 1), ("b", 8)):
-        done = _run(tmp_path, harness_env, tiny_model_dir, "shots=3", "seed=5", f"batch_size={batch_size}",
-                    output=output)
-        assert done.returncode == 0, done.stderr
-        run_dir = _only_run_dir(tmp_path / output)
-        runs[output] = (run_dir.name, [json.loads(line) for line in (run_dir / "predictions.jsonl").open()])
+        result = run_in_process("task=toy", f"model={tiny_model_dir}", "shots=3", "seed=5", f"batch_size={batch_size}",
+                                f"output_dir={tmp_path / output}")
+        runs[output] = (result.run_dir.name, [json.loads(line) for line in (result.run_dir / "predictions.jsonl").open()])
     (name_a, rows_a), (name_b, rows_b) = runs["a"], runs["b"]
-    assert name_a == name_b  # batch size does not enter the config hash
+    assert name_a == name_b  # batch size does not enter the run key
     for row_a, row_b in zip(rows_a, rows_b):
         assert row_a["demo_ids"] == row_b["demo_ids"] and row_a["prediction"] == row_b["prediction"]
         for label in row_a["scores"]:
@@ -64,15 +62,15 @@ def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path, harness_env: d
 
 
 def test_a_complete_run_is_not_run_again(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
-    first = _run(tmp_path, harness_env, tiny_model_dir, "shots=1")
-    assert first.returncode == 0, first.stderr
-    metrics = _only_run_dir(tmp_path / "out") / "metrics.json"
+    settings = ["task=toy", f"model={tiny_model_dir}", "shots=1", f"output_dir={tmp_path / 'out'}"]
+    first = run_in_process(*settings)
+    metrics = first.run_dir / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
-    again = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "batch_size=2")  # same hash
-    assert again.returncode == 0 and "complete already" in again.stdout
+    again = run_cli("run", *settings, "batch_size=2", env=harness_env, cwd=tmp_path)  # same run key
+    assert again.returncode == 0 and "complete already" in again.stdout, again.stderr
     assert metrics.stat().st_mtime_ns == stamp and "scoring" not in again.stderr
-    forced = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "rerun=true")
-    assert forced.returncode == 0 and metrics.stat().st_mtime_ns != stamp
+    forced = run_in_process(*settings, "rerun=true")
+    assert not forced.reused and metrics.stat().st_mtime_ns != stamp
 
 
 def test_subsample_scores_the_same_items_for_every_seed(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
@@ -140,7 +138,8 @@ def test_hub_id_while_offline_fails_fast(tmp_path: Path, harness_env: dict) -> N
     offline = run_cli("run", "task=toy", "model=some-org/some-model", f"output_dir={tmp_path}", env=harness_env,
                       cwd=tmp_path)
     assert offline.returncode == 2 and "Traceback" not in offline.stderr
-    assert "error: cannot load model 'some-org/some-model'" in offline.stderr
+    assert ("error: model 'some-org/some-model' is not available locally and HF_HUB_OFFLINE=1 forbids downloading it"
+            in offline.stderr)
 
 
 def test_hub_dataset_while_offline_fails_fast(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import read_record, run_cli
+from conftest import read_record, run_in_process
 from harness.config import MethodConfig, ModelConfig
 from harness.data import load_split
 from harness.finetune import finetune, load_trained
@@ -84,11 +84,8 @@ def test_same_seed_trains_the_same(harness_env: dict, tiny_model_dir: Path) -> N
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "bitfit"])
 def test_saved_weights_reproduce_the_tuned_model(method: str, tmp_path: Path, harness_env: dict,
                                                  tiny_model_dir: Path) -> None:
-    done = run_cli("run", "task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=8", "method.steps=5",
-                   f"method.learning_rate={HIGH_RATES[method]}", f"output_dir={tmp_path}", env=harness_env,
-                   cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [run_dir] = tmp_path.glob(f"toy__tiny-gpt2__{method}__8shot__seed1__*")
+    run_dir = run_in_process("task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=8", "method.steps=5",
+                             f"method.learning_rate={HIGH_RATES[method]}", f"output_dir={tmp_path}").run_dir
     tuned = {row["id"]: list(row["scores"].values()) for row in map(json.loads, (run_dir / "predictions.jsonl").open())}
     task, template, lm, _, test = _setup(tiny_model_dir)
     base = _scores(lm, template, test)
@@ -101,21 +98,17 @@ def test_saved_weights_reproduce_the_tuned_model(method: str, tmp_path: Path, ha
 def test_fine_tuning_trains_on_the_examples_icl_shows(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
     records = {}
     for method in ("icl", "lora"):
-        done = run_cli("run", "task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=4", "seed=9",
-                       "method.steps=2" if method == "lora" else "limit=4", f"output_dir={tmp_path}",
-                       env=harness_env, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        [run_dir] = tmp_path.glob(f"toy__tiny-gpt2__{method}__4shot__seed9__*")
-        records[method] = read_record(run_dir)
+        records[method] = run_in_process("task=toy", f"model={tiny_model_dir}", f"method={method}", "shots=4", "seed=9",
+                                         "method.steps=2" if method == "lora" else "limit=4",
+                                         f"output_dir={tmp_path}").record
     assert len(records["icl"].demo_ids) == 4
     assert records["lora"].train_ids == records["icl"].demo_ids
     assert records["lora"].demo_ids == []  # eval_shots=0: the tuned model sees no demonstrations
     training = records["lora"].training
     assert training.steps == 2 and training.trainable_parameters < training.total_parameters
     assert records["icl"].cost.inference_tokens_per_example > records["lora"].cost.inference_tokens_per_example
-    done = run_cli("run", "task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "seed=9", "eval_shots=2",
-                   "method.steps=2", f"output_dir={tmp_path / 'eval_shots'}", env=harness_env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [run_dir] = [p for p in (tmp_path / "eval_shots").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    with_demos = read_record(run_dir)
-    assert with_demos.demo_ids == records["icl"].demo_ids[:2] and with_demos.train_ids == records["icl"].demo_ids
+    with_demos = run_in_process("task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "seed=9",
+                                "eval_shots=2", "method.steps=2", f"output_dir={tmp_path / 'eval_shots'}")
+    assert read_record(with_demos.run_dir) == with_demos.record  # what was written is what the report reads
+    assert with_demos.record.demo_ids == records["icl"].demo_ids[:2]
+    assert with_demos.record.train_ids == records["icl"].demo_ids

@@ -38,3 +38,18 @@ def test_local_paths(tmp_path: Path) -> None:
     assert hub.resolve_model_source(str(tmp_path), None, "model", hint="") == (str(tmp_path), False)
     with pytest.raises(HarnessError, match="model path not found"):
         hub.resolve_model_source("./nowhere", None, "model", hint="")
+
+
+def test_the_commit_of_a_hub_model_enters_the_run_key(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert hub.hub_commit("org/cached", None) == "abc123"  # out of reach: the cached snapshot
+    with pytest.raises(HarnessError, match="model 'org/missing' must come from the Hugging Face hub"):
+        hub.hub_commit("org/missing", None)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)  # in reach: what the branch points to now
+    asked = []
+
+    def model_info(self, path, revision=None):
+        asked.append((path, revision))
+        return type("Info", (), {"sha": "def456"})()
+
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", model_info)
+    assert hub.hub_commit("org/cached", "main") == "def456" and asked == [("org/cached", "main")]

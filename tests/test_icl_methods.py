@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_record, run_cli
+from conftest import read_record, run_cli, run_in_process
 
 from harness.calibration import (
     content_free_distribution,
@@ -236,10 +236,8 @@ def _train_texts() -> list[str]:
 
 
 def test_pmi_and_channel_runs(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
-    done = _run(tmp_path, harness_env, tiny_model_dir, "-m", "shots=1", "calibration=pmi")
-    assert done.returncode == 0, done.stderr
-    done = _run(tmp_path, harness_env, tiny_model_dir, "shots=1", "scorer=channel", "template=channel")
-    assert done.returncode == 0, done.stderr
+    for overrides in (["calibration=pmi"], ["scorer=channel", "template=channel"]):
+        run_in_process("task=toy", f"model={tiny_model_dir}", "shots=1", f"output_dir={tmp_path / 'out'}", *overrides)
     (channel, channel_rows), (pmi, pmi_rows) = sorted(_records(tmp_path / "out"), key=lambda r: r[0].scorer)
     assert channel.scorer == "channel" and pmi.calibration == "pmi"
     [premise] = pmi.calibration_scores
