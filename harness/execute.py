@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
@@ -76,8 +77,8 @@ def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[
     if not plan.finetuning:
         return lm, None
     finished = plan.run_dir / TRAINING_FILE
-    if finished.is_file() and not config.rerun:
-        training = TrainingRecord(**json.loads(finished.read_text(encoding="utf-8")))
+    training = None if config.rerun else _finished_training(finished)
+    if training is not None:
         load_trained(lm, config.method.name, plan.run_dir)
         print(f"harness: reusing the weights trained by an earlier, interrupted process of this run ({plan.run_dir})",
               file=sys.stderr)
@@ -91,6 +92,14 @@ def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[
                              "start it again") from None
     write_json(finished, asdict(training))
     return lm, training
+
+
+def _finished_training(path: Path) -> TrainingRecord | None:
+    """The record an earlier process wrote after saving its trained weights, if it did."""
+    try:
+        return TrainingRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):  # none, or from another version of the harness: train again
+        return None
 
 
 def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bool) -> Predicted:
