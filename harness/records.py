@@ -119,6 +119,15 @@ class RunRecord:
         except ValueError:  # NaN or infinity: a broken run must fail, never leave invalid JSON behind
             raise RecordError(f"run {self.run_key} has non-finite values; not writing its record") from None
 
+    def reproducible_part(self) -> dict[str, Any]:
+        """The record less what is measured per process (PROCESS_MEASUREMENTS): the same for a run that was
+        interrupted and resumed as for one that was not."""
+        payload = asdict(self)
+        for section in (payload, payload["cost"], payload["training"] or {}):
+            for key in PROCESS_MEASUREMENTS:
+                section.pop(key, None)
+        return payload
+
     @classmethod
     def from_json(cls, text: str) -> RunRecord:
         try:

@@ -21,7 +21,6 @@ import pytest
 from conftest import read_record, run_cli, run_in_process
 from harness.cache import PARTIAL_PREFIX, Entry, cache_dir, model_entry, staging, sweep_partials, write_manifest
 from harness.errors import HarnessError, RunInterrupted
-from harness.records import PROCESS_MEASUREMENTS
 
 REVIEW_WORDS = ["warm", "dull", "bright", "slow", "funny", "grim", "clever", "flat", "tender", "noisy"]
 
@@ -36,15 +35,6 @@ def _one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     return errors[0]
-
-
-def _comparable(record) -> dict:
-    """A record without what is measured per process (timings, memory, how much was resumed)."""
-    payload = json.loads(record.to_json())
-    for section in (payload, payload["cost"], payload.get("training") or {}):
-        for key in PROCESS_MEASUREMENTS:
-            section.pop(key, None)
-    return payload
 
 
 # --- a larger toy task, so that a run lasts long enough to be killed in the middle ---------------------------
@@ -113,7 +103,7 @@ def test_a_run_stopped_midway_continues_where_it_stopped(how: str, tmp_path: Pat
     assert resumed.run_dir.name == reference.run_dir.name and not journal.exists()
     assert (resumed.run_dir / "predictions.jsonl").read_bytes() == (reference.run_dir / "predictions.jsonl").read_bytes()
     assert resumed.record.cost.examples_resumed == 2 * kept and reference.record.cost.examples_resumed == 0
-    assert _comparable(resumed.record) == _comparable(reference.record)
+    assert resumed.record.reproducible_part() == reference.record.reproducible_part()
 
 
 def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, harness_env: dict,
@@ -140,7 +130,7 @@ def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, 
     monkeypatch.setattr(execute, "finetune", lambda *args, **kwargs: pytest.fail("trained again"))
     resumed = run_in_process(*settings, f"output_dir={tmp_path / 'stopped'}")
     assert (resumed.run_dir / "predictions.jsonl").read_bytes() == (reference.run_dir / "predictions.jsonl").read_bytes()
-    assert _comparable(resumed.record) == _comparable(reference.record)
+    assert resumed.record.reproducible_part() == reference.record.reproducible_part()
     assert resumed.record.cost.examples_resumed == 2
     assert not (resumed.run_dir / "adapter").exists()  # save_weights=false: the checkpoint goes with the journal
 
