@@ -24,7 +24,8 @@ def _run(tmp_path: Path, output: str, *overrides: str) -> tuple[dict, list[dict]
     assert done.returncode == 0, done.stderr[-2000:]
     [run_dir] = (tmp_path / output).glob("sentiment__smollm2-135m__icl__*")
     predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").open()]
-    return read_record(run_dir).metrics | {"n": read_record(run_dir).n}, predictions
+    record = read_record(run_dir)
+    return {**record.metrics, "n": record.n}, predictions
 
 
 def test_zero_shot_beats_the_majority_class(tmp_path: Path) -> None:
