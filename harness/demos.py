@@ -49,16 +49,53 @@ def select_demonstrations(
 def demonstrations_per_example(
     examples: Sequence[Example], pool: Sequence[Example], k: int, seed: int, strategy: str,
     labels: Sequence[str], ids: Sequence[str] | None, order: Any, encoder: str | None = None,
+    match: str | None = None, exclude_self: bool = False,
 ) -> list[list[Example]]:
-    """Each test example's demonstrations, ordered: the same list for every example unless retrieving."""
-    _check_k(pool, k, strategy)
+    """Each test example's demonstrations, ordered: the same list for every example unless retrieving.
+
+    match: only pool examples with the same value of this field (MMLU: the item's subject), so each value
+    has its own set. exclude_self (the pool is the evaluation split itself): k + 1 are drawn and the item is
+    never among its own demonstrations: it is left out if drawn, else the last drawn is (lm-evaluation-harness's
+    rule)."""
     _check_order(order, k)
+    extra = 1 if exclude_self and k else 0
+    per_value: dict[Any, Sequence[Example]] = {}
+    for example in examples:
+        key = example.fields[match] if match else None
+        if key not in per_value:
+            per_value[key] = [e for e in pool if e.fields[match] == key] if match else pool
+    for key, candidates in per_value.items():
+        where = f" with {match}={key!r}" if match else ""
+        _check_k(candidates, k, strategy, where, extra)
     if strategy in RETRIEVERS and k:
-        neighbours = nearest_neighbours(strategy, [_text(e) for e in pool], [_text(e) for e in examples], k, encoder)
-        # the nearest last, right before the query
-        return [reorder([pool[i] for i in reversed(row)], order, seed, position) for position, row in enumerate(neighbours)]
-    shared = reorder(select_demonstrations(pool, k, seed, strategy, labels, ids), order, seed)
-    return [shared for _ in examples]
+        return _retrieved(examples, per_value, k, extra, strategy, order, seed, encoder, match)
+    drawn = {key: select_demonstrations(candidates, k + extra, seed, strategy, labels, ids)
+             for key, candidates in per_value.items()}
+    shared: dict[tuple[str, ...], list[Example]] = {}  # examples with the same demonstrations share one list
+    result = []
+    for example in examples:
+        demos = drawn[example.fields[match] if match else None]
+        if extra:
+            demos = [demo for demo in demos if demo.id != example.id][:k]
+        key = tuple(demo.id for demo in demos)
+        if key not in shared:
+            shared[key] = reorder(demos, order, seed)
+        result.append(shared[key])
+    return result
+
+
+def _retrieved(examples: Sequence[Example], per_value: dict[Any, Sequence[Example]], k: int, extra: int,
+               strategy: str, order: Any, seed: int, encoder: str | None, match: str | None) -> list[list[Example]]:
+    """Each example's k nearest pool examples (within its match group), the nearest last, right before the query."""
+    result: list[list[Example]] = [[] for _ in examples]
+    for key, candidates in per_value.items():
+        members = [i for i, example in enumerate(examples) if (example.fields[match] if match else None) == key]
+        neighbours = nearest_neighbours(strategy, [_text(e) for e in candidates],
+                                        [_text(examples[i]) for i in members], k + extra, encoder)
+        for position, row in zip(members, neighbours):
+            nearest = [candidates[i] for i in row if not extra or candidates[i].id != examples[position].id][:k]
+            result[position] = reorder(list(reversed(nearest)), order, seed, position)
+    return result
 
 
 def reorder(demos: list[Example], order: Any, seed: int, stream: int = 0) -> list[Example]:
@@ -72,13 +109,14 @@ def reorder(demos: list[Example], order: Any, seed: int, stream: int = 0) -> lis
     return [demos[i] for i in order]
 
 
-def _check_k(pool: Sequence[Example], k: int, strategy: str) -> None:
+def _check_k(pool: Sequence[Example], k: int, strategy: str, where: str = "", extra: int = 0) -> None:
     if k < 0:
         raise HarnessError(f"shots must be >= 0, got {k}")
     if strategy not in STRATEGIES:
         raise HarnessError(f"unknown demos strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})")
-    if k > len(pool):
-        raise HarnessError(f"shots={k} but the demonstration pool holds only {len(pool)} examples")
+    if k + extra > len(pool):
+        also = " plus one to leave each item out of its own demonstrations" if extra else ""
+        raise HarnessError(f"shots={k}{also} but the demonstration pool{where} holds only {len(pool)} examples")
 
 
 def _check_order(order: Any, k: int) -> None:

@@ -20,13 +20,14 @@ import numpy as np
 
 from harness.calibration import expected_calibration_error
 from harness.classify import classify
-from harness.config import Calibration, Scorer
+from harness.config import Calibration, Scorer, TaskKind
 from harness.errors import HarnessError, RunInterrupted
 from harness.finetune import finetune, load_trained, remove_trained
 from harness.generation import generate_labels
 from harness.journal import JOURNAL_FILE, Journal
-from harness.metrics import NO_LABEL, compute_metrics
+from harness.metrics import NO_LABEL, compute_metrics, standard_error
 from harness.models import LanguageModel, load_language_model
+from harness.multiple_choice import score_choices
 from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
 from harness.prompts import build_prompt
 from harness.records import (
@@ -59,13 +60,23 @@ class Predicted:
     stats: ScoringStats
     inference_tokens: int
     resumed: int = 0  # test items an earlier, interrupted process of this run had finished
+    # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes)
+    chosen: dict[str, list[int]] | None = None
+
+
+@dataclass(frozen=True)
+class Measured:
+    metrics: dict[str, float]
+    stderr: dict[str, float]
+    by: dict[str, dict[str, float]] | None  # task.metrics_by
+    uncalibrated: dict[str, float] | None  # a calibrated run's metrics before calibration (same scores)
 
 
 def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
     lm, training = prepare_model(plan, selection, progress)
     predicted = predict(plan, selection, lm, progress)
-    metrics, uncalibrated = measure(plan, predicted)
-    record = write_record(plan, selection, lm, training, predicted, metrics, uncalibrated, started)
+    measured = measure(plan, predicted)
+    record = write_record(plan, selection, lm, training, predicted, measured, started)
     return RunResult(run_dir=plan.run_dir, record=record)
 
 
@@ -119,8 +130,11 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
         return journals[-1]
 
     per_item = len(plan.labels) if config.scorer == Scorer.channel else 1  # channel: a request per label
+    if config.task.kind == TaskKind.choice and plan.template.continuation is not None:  # partial: one per option
+        per_item = max((len(example.choices) for example in plan.examples), default=1)
+    predictor = _choice_items if config.task.kind == TaskKind.choice else PREDICTORS[config.scorer]
     try:
-        predicted = PREDICTORS[config.scorer](plan, selection, lm, batch_size, open_journal, progress)
+        predicted = predictor(plan, selection, lm, batch_size, open_journal, progress)
     except KeyboardInterrupt:
         finished = _items_among(journals[0].results, total, per_item) if journals else 0
         raise RunInterrupted(f"interrupted at {finished}/{total} examples; rerun the same command to continue "
@@ -175,36 +189,81 @@ def _generated_items(plan: RunPlan, selection: Selection, lm: LanguageModel, bat
     )
 
 
+def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """A multiple-choice task: a log-likelihood per option of each item."""
+    config = plan.config
+    result = score_choices(lm, plan.template, plan.examples, selection.shown, batch_size, config.prefix_cache,
+                           progress, open_journal)
+    details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()}}
+               for i, scores in enumerate(result.loglikelihoods)]
+    return Predicted(
+        requests=result.requests, predictions=result.predictions["acc"], details=details, probabilities=None,
+        uncalibrated=None, calibration_scores=None, stats=result.stats, inference_tokens=result.inference_tokens,
+        chosen=result.predictions,
+    )
+
+
 PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel: _rank_items,
                                        Scorer.generate: _generated_items}
 
 
-def measure(plan: RunPlan, predicted: Predicted) -> tuple[dict[str, float], dict[str, float] | None]:
-    """The task's metrics (and ECE of the label distribution); a calibrated run's metrics before calibration."""
-    references = [plan.labels.index(example.label) for example in plan.examples]
-    metrics = compute_metrics(plan.config.task.metrics, predicted.predictions, references)
+def measure(plan: RunPlan, predicted: Predicted) -> Measured:
+    """The task's metrics with their standard errors (and the ECE of a label distribution), per value of
+    task.metrics_by with their macro average, and a calibrated run's metrics before calibration."""
+    task = plan.config.task
+    if task.kind == TaskKind.choice:
+        references = [example.gold for example in plan.examples]
+        chosen = {name: predicted.chosen.get(name, predicted.predictions) for name in task.metrics}
+    else:
+        references = [plan.labels.index(example.label) for example in plan.examples]
+        chosen = {name: predicted.predictions for name in task.metrics}
+    metrics, stderr = _metrics(task.metrics, chosen, references)
+    by = None
+    if task.metrics_by is not None:
+        values = [str(example.fields[task.metrics_by]) for example in plan.examples]
+        by = {}
+        for value in sorted(set(values)):
+            rows = [i for i, v in enumerate(values) if v == value]
+            group, _ = _metrics(task.metrics, {name: [chosen[name][i] for i in rows] for name in chosen},
+                                [references[i] for i in rows])
+            by[value] = {**group, "n": len(rows)}
+        for name in task.metrics:  # each value counts once, whatever its size (lm-evaluation-harness's "macro")
+            metrics[f"{name}_macro"] = float(np.mean([group[name] for group in by.values()]))
     if predicted.probabilities is None:
-        metrics["no_label_rate"] = predicted.predictions.count(NO_LABEL) / len(references)
-        return metrics, None
+        if task.kind == TaskKind.classify:
+            metrics["no_label_rate"] = predicted.predictions.count(NO_LABEL) / len(references)
+        return Measured(metrics, stderr, by, None)
     metrics["ece"] = expected_calibration_error(predicted.probabilities, references)
     if predicted.uncalibrated is None:
-        return metrics, None
+        return Measured(metrics, stderr, by, None)
     predictions, probabilities = predicted.uncalibrated
-    uncalibrated = compute_metrics(plan.config.task.metrics, predictions, references)
+    uncalibrated = compute_metrics(task.metrics, predictions, references)
     uncalibrated["ece"] = expected_calibration_error(probabilities, references)
-    return metrics, uncalibrated
+    return Measured(metrics, stderr, by, uncalibrated)
+
+
+def _metrics(names: Sequence[str], chosen: dict[str, list[int]], references: list[int]) -> tuple[dict, dict]:
+    metrics: dict[str, float] = {}
+    stderr: dict[str, float] = {}
+    for name in names:
+        metrics.update(compute_metrics([name], chosen[name], references))
+        error = standard_error(name, chosen[name], references)
+        if error is not None:
+            stderr[name] = error
+    return metrics, stderr
 
 
 def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, training: TrainingRecord | None,
-                 predicted: Predicted, metrics: dict[str, float], uncalibrated: dict[str, float] | None,
-                 started: float) -> RunRecord:
+                 predicted: Predicted, measured: Measured, started: float) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
     config, labels = plan.config, plan.labels
+    choice = config.task.kind == TaskKind.choice
     rows = (
         {
             "id": example.id,
             "gold": example.label,
-            "prediction": None if prediction == NO_LABEL else labels[prediction],
+            "prediction": None if prediction == NO_LABEL else str(prediction) if choice else labels[prediction],
             **detail,
             "demo_ids": list(request.demo_ids),
             "dropped_demos": request.dropped_demos,
@@ -220,8 +279,8 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
     record = RunRecord(
         task=config.task.name, model=config.model.name, method=str(config.method.name), template=plan.template.name,
         shots=config.shots, seed=config.seed, scorer=str(config.scorer), calibration=str(config.calibration),
-        demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(plan.examples), metrics=metrics,
-        uncalibrated=uncalibrated,
+        demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(plan.examples),
+        metrics=measured.metrics, stderr=measured.stderr, by=measured.by, uncalibrated=measured.uncalibrated,
         demo_ids=[demo.id for demo in shown[0]] if shown and all(d is shown[0] for d in shown) else None,
         train_ids=[demo.id for demo in selection.training_set],
         examples_with_dropped_demos=sum(1 for request in predicted.requests if request.dropped_demos),

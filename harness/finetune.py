@@ -32,7 +32,7 @@ from harness.config import MethodConfig
 from harness.data import Example
 from harness.errors import HarnessError
 from harness.models import LanguageModel
-from harness.prompts import Template, build_prompt
+from harness.prompts import Template, gold_sequence
 from harness.records import TrainingRecord
 
 ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
@@ -105,13 +105,13 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) 
 
 
 def _training_sequences(lm: LanguageModel, template: Template, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + gold verbalizer, number of prompt tokens) per example."""
-    labels = list(template.verbalizers)
+    """(token ids of prompt + gold answer, number of prompt tokens) per example: the very tokens a zero-shot
+    query scores for the right answer (for partial scoring, the text after the right option)."""
     sequences = []
     for example in examples:
-        prompt = build_prompt(template, [], example)
-        context = lm.encode(prompt.context(), is_context=True)
-        continuation = lm.encode(prompt.continuations[labels.index(example.label)], is_context=False)
+        context_text, continuation_text = gold_sequence(template, example)
+        context = lm.encode(context_text, is_context=True)
+        continuation = lm.encode(continuation_text, is_context=False)
         if len(context) + len(continuation) > lm.token_window:
             raise HarnessError(f"training example {example.id} needs {len(context) + len(continuation)} tokens, "
                                f"more than the context window of {lm.name} ({lm.token_window})")

@@ -27,7 +27,8 @@ def examples_digest(examples: Sequence[Example]) -> str:
     """sha256 of the examples as the run sees them (id, fields, label), whatever their source."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps([example.id, dict(example.fields), example.label], ensure_ascii=False).encode())
+        digest.update(json.dumps([example.id, dict(example.fields), example.label, list(example.choices)],
+                                 ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
 

@@ -9,7 +9,10 @@ so online users get every hub metric.
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
 
 from harness.errors import HarnessError
 from harness.hub import require_hub
@@ -41,7 +44,41 @@ def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
 
 BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "accuracy": accuracy, "macro_f1": macro_f1,
+    # multiple choice (harness/multiple_choice.py): the same accuracy, of predictions chosen three ways
+    "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy,
 }
+MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes"}  # per-item averages: analytic standard errors
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def standard_error(name: str, predictions: Sequence[int], references: Sequence[int]) -> float | None:
+    """Of a built-in metric over these test items: for an accuracy, the sample standard deviation of per-item
+    correctness over sqrt(n), as lm-evaluation-harness reports; for macro-F1, the standard deviation over
+    BOOTSTRAP_RESAMPLES resamples of the items (seeded). None for other metrics and for a single item."""
+    n = len(references)
+    if n < 2 or name not in BUILTIN_METRICS:
+        return None
+    if name in MEANS:
+        correct = np.asarray(predictions) == np.asarray(references)
+        return float(correct.std(ddof=1) / math.sqrt(n))
+    resamples = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+    return float(np.std(_macro_f1_resampled(np.asarray(predictions), np.asarray(references), resamples), ddof=1))
+
+
+def _macro_f1_resampled(predicted: np.ndarray, gold: np.ndarray, resamples: np.ndarray) -> np.ndarray:
+    """macro_f1 of each resample (a row of item indices), vectorised: the same definition as macro_f1."""
+    f1_sums = np.zeros(len(resamples))
+    present = np.zeros(len(resamples))
+    for label in sorted((set(predicted.tolist()) | set(gold.tolist())) - {NO_LABEL}):
+        true_pos = ((predicted == label) & (gold == label))[resamples].sum(axis=1)
+        false_pos = ((predicted == label) & (gold != label))[resamples].sum(axis=1)
+        false_neg = ((gold == label) & (predicted != label))[resamples].sum(axis=1)
+        occurs = ((predicted == label) | (gold == label))[resamples].any(axis=1)
+        denominator = 2 * true_pos + false_pos + false_neg
+        f1_sums += np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), 0.0) * occurs
+        present += occurs
+    return f1_sums / np.maximum(present, 1)
 
 
 def check_metrics(names: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from harness.config import RETRIEVAL_DEMOS, Calibration, Method, RunConfig, Scorer
+from harness.config import RETRIEVAL_DEMOS, Calibration, Demos, Method, Normalize, RunConfig, Scorer, TaskKind
 from harness.data import Example, load_split
 from harness.demos import demonstrations_per_example
 from harness.errors import HarnessError
@@ -66,13 +66,15 @@ class Selection:
 
 
 def plan_run(config: RunConfig) -> RunPlan:
-    check_settings(config)
     task = config.task
     if config.template == "all":
         raise HarnessError("template=all stands for several runs: plan each of templates_to_run(config)")
-    config = replace(config, template=config.template or task.default_template)  # the key names what is used
+    # the key names what is used, not "the default"
+    config = replace(config, template=config.template or task.default_template, demos=config.demos or task.default_demos)
+    check_settings(config)
+    check_task(config)
     template = load_template(task, config.template)
-    if is_channel(template, task.fields) and config.scorer != Scorer.channel:
+    if task.kind == TaskKind.classify and is_channel(template, task.fields) and config.scorer != Scorer.channel:
         raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
                            "use scorer=channel")
     if config.scorer == Scorer.channel and not is_channel(template, task.fields):
@@ -108,8 +110,10 @@ def choose_inputs(plan: RunPlan) -> Selection:
     """Each test item's demonstrations. ICL shows them; fine-tuning trains on the run's one set (the very
     examples the ICL run with this seed shows) and shows its first eval_shots."""
     config = plan.config
+    task = config.task
     per_example = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
-                                             plan.labels, config.demo_ids, config.demo_order, config.retriever)
+                                             plan.labels, config.demo_ids, config.demo_order, config.retriever,
+                                             match=task.demos_match, exclude_self=task.demo_split == task.eval_split)
     if not plan.finetuning:
         return Selection(shown=per_example, training_set=[])
     training_set = per_example[0]
@@ -130,10 +134,35 @@ def templates_to_run(config: RunConfig) -> list[str]:
     if config.template != "all":
         return [config.template or config.task.default_template]
     names = [name for name in template_files(config.task.name)
-             if is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
+             if config.task.kind == TaskKind.choice  # no channel scoring there: every template suits
+             or is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
     if not names:
         raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
     return names
+
+
+def check_task(config: RunConfig) -> None:
+    """A task's kind and the settings it allows."""
+    task = config.task
+    if task.kind == TaskKind.classify and not task.labels:
+        raise HarnessError(f"task '{task.name}' has no labels (a multiple-choice task says kind: choice)")
+    if task.kind == TaskKind.choice:
+        if task.labels:
+            raise HarnessError(f"task '{task.name}' is multiple choice (kind: choice): its items bring their options, "
+                               "so it has no labels")
+        unsupported = {"scorer": (config.scorer, Scorer.rank), "calibration": (config.calibration, Calibration.none),
+                       "normalize": (config.normalize, Normalize.sum)}
+        for key, (value, allowed) in unsupported.items():
+            if value != allowed:
+                raise HarnessError(f"{key}={value} needs one set of labels; task '{task.name}' is multiple choice "
+                                   f"(its metrics acc, acc_norm and acc_bytes come from the same scores)")
+        if config.demos == Demos.balanced:
+            raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is multiple choice")
+    for key in ("demos_match", "metrics_by"):
+        name = getattr(task, key)
+        if name is not None and name not in task.fields:
+            raise HarnessError(f"task '{task.name}': {key} names '{name}', which is not one of its fields "
+                               f"({', '.join(task.fields)})")
 
 
 def check_settings(config: RunConfig) -> None:

@@ -15,38 +15,63 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 import yaml
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 
 from harness.config import TaskConfig
 from harness.data import Example
 from harness.errors import HarnessError
+from harness.expressions import ENVIRONMENT
 from harness.registry import template_files
 
-TEMPLATE_KEYS = {"description", "instruction", "example", "separator", "answer_choices"}
+TEMPLATE_KEYS = {"description", "instruction", "example", "continuation", "separator", "answer_choices"}
 _ANSWER_MARK = "\x00answer\x00"
-_ENVIRONMENT = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+# What a template's Jinja may raise on an item it does not fit (`sentence.index('_')` without a blank, ...)
+_RENDER_ERRORS = (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
 @dataclass(frozen=True)
 class Template:
     name: str
     description: str
-    instruction: str
+    instruction: jinja2.Template | None  # before the demonstrations; may name the item's fields (MMLU's subject)
     example: jinja2.Template
     separator: str
-    verbalizers: Mapping[str, str]  # label name -> verbalizer, in the task's label order
+    verbalizers: Mapping[str, str]  # classify: label name -> verbalizer, in the task's label order
+    # partial scoring (Winogrande): the text after the answer, scored once per option placed in the context
+    continuation: jinja2.Template | None = None
     file_sha256: str = ""  # of the template's YAML file: part of the run key
 
     def render(self, example: Example, answer: str) -> str:
+        return self._render(self.example, example, answer=answer)
+
+    def render_instruction(self, example: Example) -> str:
+        return "" if self.instruction is None else self._render(self.instruction, example)
+
+    def render_continuation(self, example: Example) -> str:
+        return "" if self.continuation is None else self._render(self.continuation, example)
+
+    def answers(self, example: Example) -> tuple[str, ...]:
+        """What goes at {{ answer }} for each option: the item's own choices, or the task's verbalizers."""
+        return example.choices or tuple(self.verbalizers.values())
+
+    def gold_answer(self, example: Example) -> str:
+        return example.choices[example.gold] if example.choices else self.verbalizers[example.label]
+
+    def demonstration(self, example: Example) -> str:
+        """An example shown with its right answer (and, for partial scoring, what follows it)."""
+        answer = self.gold_answer(example)
+        return self.render(example, answer) + self.render_continuation(example) + self.separator
+
+    def _render(self, source: jinja2.Template, example: Example, **values: Any) -> str:
         try:
-            return self.example.render(**example.fields, answer=answer)
-        except jinja2.TemplateError as error:  # e.g. a sandbox violation or a bad filter
-            raise HarnessError(f"template '{self.name}' failed on example {example.id}: {error}") from None
+            return source.render(**example.fields, **values)
+        except _RENDER_ERRORS as error:  # a sandbox violation, a bad filter, an item the template does not fit
+            raise HarnessError(f"template '{self.name}' failed on example {example.id}: "
+                               f"{type(error).__name__}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -81,30 +106,38 @@ def load_template(task: TaskConfig, name: str) -> Template:
     unknown = set(spec) - TEMPLATE_KEYS
     if unknown:
         raise HarnessError(f"template {path} has unknown keys {sorted(unknown)} (allowed: {sorted(TEMPLATE_KEYS)})")
-    source = str(spec["example"])
-    try:
-        parsed = _ENVIRONMENT.parse(source)
-    except jinja2.TemplateSyntaxError as error:
-        raise HarnessError(f"template {path} line {error.lineno}: {error.message}") from None
-    used = meta.find_undeclared_variables(parsed)
-    missing = sorted(used - set(task.fields) - {"answer"})
+    sources = {key: str(spec[key]) for key in ("example", "instruction", "continuation") if spec.get(key)}
+    used: dict[str, set[str]] = {}
+    for key, source in sources.items():
+        try:
+            used[key] = meta.find_undeclared_variables(ENVIRONMENT.parse(source))
+        except jinja2.TemplateSyntaxError as error:
+            raise HarnessError(f"template {path} ({key}) line {error.lineno}: {error.message}") from None
+    everything = set().union(*used.values())
+    missing = sorted(everything - set(task.fields) - {"answer"})
     if missing:
         raise HarnessError(
             f"template '{name}' uses field(s) {missing} that task '{task.name}' does not have "
             f"(fields: {', '.join(task.fields)})"
         )
-    if "answer" not in used:
-        raise HarnessError(f"template {path} must place the label with {{{{ answer }}}}")
-    if not used & set(task.fields):
+    if "answer" not in used["example"] or "answer" in everything - used["example"]:
+        raise HarnessError(f"template {path} must place the label with {{{{ answer }}}} in its example")
+    if not everything & set(task.fields):
         raise HarnessError(f"template {path} renders none of the fields of task '{task.name}' "
                            f"({', '.join(task.fields)}): every test example would get the same prompt")
+    if "continuation" in sources and task.labels:
+        raise HarnessError(f"template {path}: `continuation` (partial scoring) is for multiple-choice tasks")
+    if "answer_choices" in spec and not task.labels:
+        raise HarnessError(f"template {path}: answer_choices is for classification tasks; a multiple-choice "
+                           "task's items bring their own options (the task's `choices` column)")
     return Template(
         name=name,
         description=str(spec.get("description", "")),
-        instruction=str(spec.get("instruction") or ""),
-        example=_ENVIRONMENT.from_string(source),
+        instruction=ENVIRONMENT.from_string(sources["instruction"]) if "instruction" in sources else None,
+        example=ENVIRONMENT.from_string(sources["example"]),
         separator=str(spec.get("separator", "\n\n")),
         verbalizers=_verbalizers(task, spec.get("answer_choices"), path.name),
+        continuation=ENVIRONMENT.from_string(sources["continuation"]) if "continuation" in sources else None,
         file_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
@@ -135,29 +168,72 @@ def is_channel(template: Template, fields: Sequence[str]) -> bool:
 
 
 def build_prompt(template: Template, demonstrations: Sequence[Example], example: Example) -> Prompt:
+    """One context, the answer options as continuations (with the whitespace before the answer)."""
+    if template.continuation is not None:
+        raise HarnessError(f"template '{template.name}' scores the text after the answer: use build_partial_prompts")
+    query, gap = _split_at_answer(template, example)
+    return Prompt(
+        example_id=example.id,
+        instruction=_instruction(template, example),
+        demonstrations=tuple(template.demonstration(demo) for demo in demonstrations),
+        demo_ids=tuple(demo.id for demo in demonstrations),
+        query=query,
+        continuations=tuple(gap + answer for answer in template.answers(example)),
+    )
+
+
+def build_partial_prompts(template: Template, demonstrations: Sequence[Example], example: Example) -> list[Prompt]:
+    """Partial scoring (Trinh and Le 2018; lm-evaluation-harness's Winogrande): per option, a context that
+    ends with the option in place, and the same continuation, the text after it, scored after each."""
+    continuation = template.render_continuation(example)
+    if not continuation.strip():
+        raise HarnessError(f"template '{template.name}' renders an empty continuation for example {example.id}")
+    demos = tuple(template.demonstration(demo) for demo in demonstrations)
+    prompts = []
+    for index, answer in enumerate(template.answers(example)):
+        context = template.render(example, answer)
+        prompts.append(Prompt(
+            example_id=f"{example.id}|{index}",
+            instruction=_instruction(template, example),
+            demonstrations=demos,
+            demo_ids=tuple(demo.id for demo in demonstrations),
+            query=context.rstrip(),  # whitespace at its end belongs to the scored text, as before an answer
+            continuations=(context[len(context.rstrip()):] + continuation,),
+        ))
+    return prompts
+
+
+def gold_sequence(template: Template, example: Example) -> tuple[str, str]:
+    """(context, continuation) of the right answer with no demonstrations: what fine-tuning learns."""
+    if template.continuation is not None:
+        prompt = build_partial_prompts(template, [], example)[example.gold]
+        return prompt.context(), prompt.continuations[0]
+    prompt = build_prompt(template, [], example)
+    index = example.gold if example.choices else list(template.verbalizers).index(example.label)
+    return prompt.context(), prompt.continuations[index]
+
+
+def _split_at_answer(template: Template, example: Example) -> tuple[str, str]:
+    """The rendered query up to the answer, and the whitespace right before the answer."""
     rendered = template.render(example, _ANSWER_MARK)
     if rendered.count(_ANSWER_MARK) != 1:
         raise HarnessError(f"template '{template.name}' must use {{{{ answer }}}} exactly once")
     before_answer = rendered.split(_ANSWER_MARK)[0]
     query = before_answer.rstrip()
-    gap = before_answer[len(query):]
     if not query:
         raise HarnessError(f"template '{template.name}' renders nothing before the answer")
-    demos = tuple(template.render(demo, template.verbalizers[demo.label]) + template.separator for demo in demonstrations)
-    return Prompt(
-        example_id=example.id,
-        instruction=template.instruction + template.separator if template.instruction else "",
-        demonstrations=demos,
-        demo_ids=tuple(demo.id for demo in demonstrations),
-        query=query,
-        continuations=tuple(gap + template.verbalizers[label] for label in template.verbalizers),
-    )
+    return query, before_answer[len(query):]
+
+
+def _instruction(template: Template, example: Example) -> str:
+    instruction = template.render_instruction(example)
+    return instruction + template.separator if instruction else ""
 
 
 def build_channel_prompts(template: Template, demonstrations: Sequence[Example], example: Example) -> list[Prompt]:
     """Noisy-channel scoring (Min et al. 2022): per label, a prompt whose query ends just before the
     input, with that label's verbalizer in place; the scored continuation is the input onwards."""
-    demos = tuple(template.render(demo, template.verbalizers[demo.label]) + template.separator for demo in demonstrations)
+    demos = tuple(template.demonstration(demo) for demo in demonstrations)
     marks = _field_marks(list(example.fields))
     prompts = []
     for label, verbalizer in template.verbalizers.items():
@@ -171,7 +247,7 @@ def build_channel_prompts(template: Template, demonstrations: Sequence[Example],
                                "it must render label words, then the input")
         prompts.append(Prompt(
             example_id=f"{example.id}|{label}",
-            instruction=template.instruction + template.separator if template.instruction else "",
+            instruction=_instruction(template, example),
             demonstrations=demos,
             demo_ids=tuple(demo.id for demo in demonstrations),
             query=head,

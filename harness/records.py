@@ -102,6 +102,8 @@ class RunRecord:
     inputs: Inputs
     n: int  # test items scored
     metrics: dict[str, float]  # the task's metrics, ece, and no_label_rate for the generate scorer
+    stderr: dict[str, float]  # standard error of each metric over the test items (harness/metrics.py)
+    by: dict[str, dict[str, float]] | None  # task.metrics_by: the metrics of each value (MMLU: per subject)
     uncalibrated: dict[str, float] | None  # a calibrated run's metrics before calibration (same scores)
     demo_ids: list[str] | None  # the run's one demonstration set; None when each example has its own
     train_ids: list[str]

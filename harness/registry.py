@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.config import HubSourceConfig, RunConfig, SourceConfig, TaskConfig
+from harness.config import HubSourceConfig, PackagedSourceConfig, RunConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -66,7 +66,7 @@ def load_task_node(path: Path) -> OmegaConf:
     raw = read_task_file(path)
     try:
         node = OmegaConf.structured(TaskConfig)
-        for key, schema in (("files", SourceConfig), ("hub", HubSourceConfig)):
+        for key, schema in (("files", SourceConfig), ("hub", HubSourceConfig), ("packaged", PackagedSourceConfig)):
             if raw.get(key) is not None:  # Optional dataclass fields start as None: give them their schema
                 node[key] = OmegaConf.structured(schema)
         return OmegaConf.merge(node, raw)

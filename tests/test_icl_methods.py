@@ -35,9 +35,9 @@ LABELS = ["neg", "pos"]
 
 
 def _template(example: str) -> Template:
-    from harness.prompts import _ENVIRONMENT
+    from harness.expressions import ENVIRONMENT
 
-    return Template(name="t", description="", instruction="", example=_ENVIRONMENT.from_string(example),
+    return Template(name="t", description="", instruction=None, example=ENVIRONMENT.from_string(example),
                     separator="\n\n", verbalizers={"neg": "bad", "pos": "good"})
 
 

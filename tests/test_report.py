@@ -59,7 +59,8 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
     record = RunRecord(
         task=task, model=model, method=method, template=template, shots=shots, seed=seed, scorer="rank",
         calibration=calibration, demos=settings["demos"], run_key=key, inputs=hashes, n=10,
-        metrics=metrics | ({"ece": ece} if ece is not None else {}), uncalibrated=uncalibrated, demo_ids=[],
+        metrics=metrics | ({"ece": ece} if ece is not None else {}), stderr={}, by=None, uncalibrated=uncalibrated,
+        demo_ids=[],
         train_ids=[], examples_with_dropped_demos=0, predictions_sha256=sha256_text(predictions),
         cost=Cost(wall_time_s=1.0, scoring_time_s=0.5, tokens_scored=100, tokens_forwarded=100,
                   tokens_scored_per_s=200.0, inference_tokens_per_example=tokens, examples_resumed=0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +20,8 @@ Reads every run record in results_dir (default: results), prints the report as m
 report.md, report.tex, report.html (sortable tables and plots) and CSV files to results_dir/report.
 
 options:
-  metric=accuracy|macro_f1   what the comparison, leaderboard and plots use (default: accuracy)
+  metric=NAME                what the comparison, leaderboard and plots use: accuracy, macro_f1 (classification),
+                             acc, acc_norm, acc_bytes (multiple choice); default: accuracy, else acc
   group=KEY,KEY,...          what a row stands for (default: task,model,method,template,scorer,calibration,shots);
                              e.g. group=task,model,method,shots pools templates. scorer, calibration and any
                              setting that differs between otherwise identical runs are always added
@@ -36,7 +37,7 @@ FILES = ("report.md", "report.tex", "report.html", "summary.csv", "comparison.cs
 @dataclass
 class ReportOptions:
     results_dir: Path = Path("results")
-    metric: str = "accuracy"
+    metric: str | None = None  # None: accuracy, or acc where only multiple-choice runs recorded one
     group: list[str] | None = None  # None: tables.DEFAULT_GROUP
     out: Path | None = None  # None: results_dir / "report"
     filters: dict[str, list[str]] = field(default_factory=dict)
@@ -54,6 +55,8 @@ def report_command(arguments: list[str]) -> int:
     for skipped in records.skipped:
         print(f"note: left out {skipped.path}: {skipped.reason}", file=sys.stderr)
     runs, settings = _select(records.runs, records.settings, options.filters)
+    if options.metric is None:  # the first metric the runs recorded: accuracy, or a multiple-choice task's acc
+        options.metric = next((m for m in tables.METRICS if runs[m].notna().any()), tables.METRICS[0])
     if runs[options.metric].isna().all():
         raise HarnessError(f"no run in {options.results_dir} recorded {options.metric}")
     group = tables.grouping(options.group, tables.differing_settings(runs, settings))
@@ -63,7 +66,8 @@ def report_command(arguments: list[str]) -> int:
     runs = runs.join(settings[[key for key in group if key not in IDENTITY]])
 
     summary = tables.summary(runs, group, options.metric)
-    comparison = tables.comparison(runs, settings, group, options.metric, lru_cache(maxsize=None)(load_predictions))
+    predictions = lru_cache(maxsize=None)(partial(load_predictions, metric=options.metric))
+    comparison = tables.comparison(runs, settings, group, options.metric, predictions)
     leaderboard = tables.leaderboard(summary, group, options.metric)
     # keys with one value in every row are said once, above the tables, rather than in a column each
     constant = {key: summary[key].iloc[0] for key in group

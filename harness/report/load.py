@@ -24,7 +24,8 @@ from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "ece", "uncalibrated_accuracy", "uncalibrated_ece")
+METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_macro", "ece", "uncalibrated_accuracy",
+                  "uncalibrated_ece")
 # A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.
 UNCALIBRATED = {"uncalibrated_accuracy": "accuracy", "uncalibrated_ece": "ece"}
 TRAINING_COLUMNS = ("train_time_s", "train_flops", "trainable_parameters", "total_parameters")
@@ -100,13 +101,16 @@ def read_run(run_dir: Path) -> RunRecord:
     return record
 
 
-def load_predictions(run_dir: str) -> pd.DataFrame | None:
-    """id, gold and prediction (a label name, or None when a generation named no label) per test item."""
+def load_predictions(run_dir: str, metric: str = "accuracy") -> pd.DataFrame | None:
+    """id, gold and prediction (a label name, or None when a generation named no label) per test item; for a
+    multiple-choice run, the option `metric` chose (acc, acc_norm or acc_bytes), as text like gold."""
     path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return pd.DataFrame([{"id": str(r["id"]), "gold": r["gold"], "prediction": r["prediction"]} for r in rows])
+    return pd.DataFrame([{"id": str(r["id"]), "gold": r["gold"],
+                          "prediction": str(r["chosen"][metric]) if metric in r.get("chosen", {}) else r["prediction"]}
+                         for r in rows])
 
 
 def as_text(value: Any) -> str:

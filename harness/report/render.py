@@ -15,7 +15,8 @@ import pandas as pd
 
 from harness.report.tables import METRICS
 
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE",
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
+                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)", "ece": "ECE",
                 "uncalibrated_accuracy": "uncalibrated accuracy", "uncalibrated_ece": "uncalibrated ECE"}
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.metrics import MEANS
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same records always give the same interval
 EXACT_BELOW = 25  # McNemar: exact binomial test below this many discordant items, chi-square from it on
@@ -58,7 +60,7 @@ def weighted_metric(metric: str, weights: np.ndarray, gold: np.ndarray, predicte
     drawn references or predictions.
     """
     present = gold != ABSENT
-    if metric == "accuracy":
+    if metric in MEANS:
         with np.errstate(invalid="ignore"):  # a draw of none of this run's items: NaN, left out of the interval
             return weights @ ((gold == predicted) & present) / (weights @ present)
     f1_sum = np.zeros(len(weights))

@@ -24,7 +24,8 @@ from harness.report.stats import (
     win_rates,
 )
 
-METRICS = ("accuracy", "macro_f1")  # what metric= chooses; higher is better for both
+# what metric= chooses (higher is better for each): classification, then multiple choice (harness/multiple_choice.py)
+METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes")
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
 Predictions = Callable[[str], "pd.DataFrame | None"]  # run directory -> id, gold, prediction per item

