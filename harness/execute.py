@@ -20,9 +20,10 @@ import numpy as np
 
 from harness.calibration import expected_calibration_error
 from harness.classify import classify
-from harness.config import Calibration, Scorer, TaskKind
+from harness.config import Calibration, Scorer, TaskConfig, TaskKind
 from harness.errors import HarnessError, RunInterrupted
 from harness.finetune import finetune, load_trained, remove_trained
+from harness.data import Example
 from harness.generation import generate_labels
 from harness.journal import JOURNAL_FILE, Journal
 from harness.metrics import NO_LABEL, compute_metrics, standard_error
@@ -75,7 +76,7 @@ class Measured:
 def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
     lm, training = prepare_model(plan, selection, progress)
     predicted = predict(plan, selection, lm, progress)
-    measured = measure(plan, predicted)
+    measured = measure(plan.config.task, plan.labels, selection.examples, predicted)
     record = write_record(plan, selection, lm, training, predicted, measured, started)
     return RunResult(run_dir=plan.run_dir, record=record)
 
@@ -117,7 +118,7 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
     config = plan.config
     batch_size = None if config.batch_size == "auto" else config.batch_size
     journals: list[Journal] = []
-    total = len(plan.examples)
+    total = len(selection.examples)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
         header = {"journal": 1, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
@@ -131,7 +132,7 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
 
     per_item = len(plan.labels) if config.scorer == Scorer.channel else 1  # channel: a request per label
     if config.task.kind == TaskKind.choice and plan.template.continuation is not None:  # partial: one per option
-        per_item = max((len(example.choices) for example in plan.examples), default=1)
+        per_item = max((len(example.choices) for example in selection.examples), default=1)
     predictor = _choice_items if config.task.kind == TaskKind.choice else PREDICTORS[config.scorer]
     try:
         predicted = predictor(plan, selection, lm, batch_size, open_journal, progress)
@@ -157,7 +158,7 @@ def _rank_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_si
                 open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """scorer=rank and scorer=channel: a log-prob per label, optionally calibrated."""
     config = plan.config
-    result = classify(lm, plan.template, config.task.fields, plan.examples, selection.shown, config.scorer,
+    result = classify(lm, plan.template, config.task.fields, selection.examples, selection.shown, config.scorer,
                       config.calibration, config.content_free_inputs, config.normalize, batch_size,
                       config.prefix_cache, progress, open_journal)
     labels = plan.labels
@@ -177,7 +178,8 @@ def _generated_items(plan: RunPlan, selection: Selection, lm: LanguageModel, bat
                      open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """scorer=generate: greedy decoding, the output's first line parsed to a label."""
     config = plan.config
-    prompts = [build_prompt(plan.template, demos, example) for demos, example in zip(selection.shown, plan.examples)]
+    prompts = [build_prompt(plan.template, demos, example)
+               for demos, example in zip(selection.shown, selection.examples)]
     requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
     journal = open_journal(requests)
     generations, stats = generate_labels(lm, requests, list(plan.template.verbalizers.values()),
@@ -193,7 +195,7 @@ def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
                   open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A multiple-choice task: a log-likelihood per option of each item."""
     config = plan.config
-    result = score_choices(lm, plan.template, plan.examples, selection.shown, batch_size, config.prefix_cache,
+    result = score_choices(lm, plan.template, selection.examples, selection.shown, batch_size, config.prefix_cache,
                            progress, open_journal)
     details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()}}
                for i, scores in enumerate(result.loglikelihoods)]
@@ -208,20 +210,19 @@ PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel:
                                        Scorer.generate: _generated_items}
 
 
-def measure(plan: RunPlan, predicted: Predicted) -> Measured:
+def measure(task: TaskConfig, labels: Sequence[str], examples: Sequence[Example], predicted: Predicted) -> Measured:
     """The task's metrics with their standard errors (and the ECE of a label distribution), per value of
     task.metrics_by with their macro average, and a calibrated run's metrics before calibration."""
-    task = plan.config.task
     if task.kind == TaskKind.choice:
-        references = [example.gold for example in plan.examples]
+        references = [example.gold for example in examples]
         chosen = {name: predicted.chosen.get(name, predicted.predictions) for name in task.metrics}
     else:
-        references = [plan.labels.index(example.label) for example in plan.examples]
+        references = [labels.index(example.label) for example in examples]
         chosen = {name: predicted.predictions for name in task.metrics}
     metrics, stderr = _metrics(task.metrics, chosen, references)
     by = None
     if task.metrics_by is not None:
-        values = [str(example.fields[task.metrics_by]) for example in plan.examples]
+        values = [str(example.fields[task.metrics_by]) for example in examples]
         by = {}
         for value in sorted(set(values)):
             rows = [i for i, v in enumerate(values) if v == value]
@@ -268,7 +269,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
             "demo_ids": list(request.demo_ids),
             "dropped_demos": request.dropped_demos,
         }
-        for example, prediction, detail, request in zip(plan.examples, predicted.predictions, predicted.details,
+        for example, prediction, detail, request in zip(selection.examples, predicted.predictions, predicted.details,
                                                         predicted.requests)
     )
     try:
@@ -279,7 +280,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
     record = RunRecord(
         task=config.task.name, model=config.model.name, method=str(config.method.name), template=plan.template.name,
         shots=config.shots, seed=config.seed, scorer=str(config.scorer), calibration=str(config.calibration),
-        demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(plan.examples),
+        demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(selection.examples),
         metrics=measured.metrics, stderr=measured.stderr, by=measured.by, uncalibrated=measured.uncalibrated,
         demo_ids=[demo.id for demo in shown[0]] if shown and all(d is shown[0] for d in shown) else None,
         train_ids=[demo.id for demo in selection.training_set],
@@ -292,7 +293,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
             tokens_forwarded=stats.tokens_forwarded,
             tokens_scored_per_s=round(stats.tokens_scored / stats.seconds, 1) if stats.seconds else None,
             # what each test query costs at inference: ICL pays for its demonstrations every time
-            inference_tokens_per_example=round(predicted.inference_tokens / len(plan.examples), 1),
+            inference_tokens_per_example=round(predicted.inference_tokens / len(selection.examples), 1),
             examples_resumed=predicted.resumed,
         ),
         training=training,

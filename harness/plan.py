@@ -61,6 +61,7 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Selection:
+    examples: list[Example]  # the test items scored: the plan's, less a fine-tuning set drawn from the same split
     shown: list[list[Example]]  # the demonstrations in each test item's prompt
     training_set: list[Example]  # fine-tuning: the one demonstration set the ICL run with this seed shows
 
@@ -108,16 +109,26 @@ def plan_run(config: RunConfig) -> RunPlan:
 
 def choose_inputs(plan: RunPlan) -> Selection:
     """Each test item's demonstrations. ICL shows them; fine-tuning trains on the run's one set (the very
-    examples the ICL run with this seed shows) and shows its first eval_shots."""
+    examples the ICL run with this seed shows) and shows its first eval_shots. When the demonstrations come
+    from the evaluation split itself, a fine-tuned model is not scored on what it was trained on: those k
+    items leave the evaluation (paired comparisons with ICL join on the items both scored)."""
     config = plan.config
     task = config.task
-    per_example = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
-                                             plan.labels, config.demo_ids, config.demo_order, config.retriever,
-                                             match=task.demos_match, exclude_self=task.demo_split == task.eval_split)
+    same_split = task.demo_split == task.eval_split
     if not plan.finetuning:
-        return Selection(shown=per_example, training_set=[])
-    training_set = per_example[0]
-    return Selection(shown=[training_set[: config.eval_shots]] * len(plan.examples), training_set=training_set)
+        shown = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
+                                           plan.labels, config.demo_ids, config.demo_order, config.retriever,
+                                           match=task.demos_match, exclude_self=same_split)
+        return Selection(examples=plan.examples, shown=shown, training_set=[])
+    [training_set] = demonstrations_per_example([plan.examples[0]], plan.pool, config.shots, config.seed, config.demos,
+                                                plan.labels, config.demo_ids, config.demo_order, config.retriever,
+                                                match=task.demos_match)
+    trained = {example.id for example in training_set}
+    examples = [example for example in plan.examples if not (same_split and example.id in trained)]
+    if not examples:
+        raise HarnessError(f"every test item is among the {config.shots} training examples: nothing left to score")
+    return Selection(examples=examples, shown=[training_set[: config.eval_shots]] * len(examples),
+                     training_set=training_set)
 
 
 def start_run_dir(plan: RunPlan) -> None:

@@ -145,7 +145,8 @@ def test_hub_id_while_offline_fails_fast(tmp_path: Path, harness_env: dict) -> N
 def test_hub_dataset_while_offline_fails_fast(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
     env = {**harness_env, "HF_ENDPOINT": "http://127.0.0.1:9"}
     env.pop("HF_HUB_OFFLINE")
-    done = run_cli("run", "task=sst2", f"model={tiny_model_dir}", f"output_dir={tmp_path}", env=env, cwd=tmp_path)
+    done = run_cli("run", "task=sst2", "task.source=hub", f"model={tiny_model_dir}", f"output_dir={tmp_path}", env=env,
+                   cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: dataset 'nyu-mll/glue' must come from the Hugging Face hub" in done.stderr
 

@@ -20,7 +20,9 @@ from harness.prompts import Template, build_channel_prompts, build_prompt, is_ch
 from harness.registry import BUILTIN_ROOT, load_task_node
 
 SHARED_DATA = SHARED / "data"
-BUILTIN_TASKS = sorted(path.stem for path in (BUILTIN_ROOT / "tasks").glob("*.yaml"))
+# the classification tasks (multiple-choice ones: tests/test_multiple_choice.py)
+BUILTIN_TASKS = sorted(path.stem for path in (BUILTIN_ROOT / "tasks").glob("*.yaml")
+                       if load_task_node(path).kind == "classify")
 CHANNEL_TASKS = {"sentiment", "sst2", "sst5", "mr", "cr", "subj", "agnews", "dbpedia", "trec"}
 
 SENTENCE, OTHER_SENTENCE = "a gripping , funny film .", "dull and far too long ."
