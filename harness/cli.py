@@ -18,6 +18,8 @@ from harness.errors import HarnessError, RunInterrupted
 from harness.records import RunRecord
 from harness.registry import (
     MODEL_CONFIG_DIR,
+    group_files,
+    load_group,
     load_task_node,
     model_names,
     register_configs,
@@ -36,7 +38,7 @@ HYDRA_FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--inf
 
 def run_command(arguments: list[str]) -> int:
     register_configs()
-    arguments = _quote_non_ascii(_expand_model_override(arguments))
+    arguments = _quote_non_ascii(_expand_groups(_expand_model_override(arguments)))
     if not HYDRA_FLAGS_WITHOUT_RUN & set(arguments):
         overrides = [arg for arg in arguments if not arg.startswith("-")]
         _check_tasks(overrides)
@@ -98,6 +100,24 @@ def _expand_model_override(arguments: list[str]) -> list[str]:
             expanded += ["model=hf", f"model.path={value}", f"model.name={Path(value).name or value}"]
         else:
             expanded.append(argument)
+    return expanded
+
+
+def _expand_groups(arguments: list[str]) -> list[str]:
+    """`task=<group>` stands for the group's tasks, one run each: a multirun over them (-m added)."""
+    groups = group_files()
+    expanded, grouped = [], False
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        names = [name.strip() for name in value.split(",")]
+        if key == "task" and any(name in groups for name in names):
+            tasks = [task for name in names for task in (load_group(name).metrics if name in groups else [name])]
+            expanded.append(f"task={','.join(dict.fromkeys(tasks))}")
+            grouped = True
+        else:
+            expanded.append(argument)
+    if grouped and not MULTIRUN_FLAGS & set(arguments):
+        expanded.insert(0, "-m")
     return expanded
 
 
@@ -205,9 +225,19 @@ def list_command() -> int:
         except HarnessError as error:
             print(f"  {name:<12} BROKEN: {error}")
             continue
-        source = "files" if task.data_dir else "hub" if task.hub else "corpus" if task.corpus else "?"
+        source = ("files" if task.data_dir else "packaged" if task.packaged else "hub" if task.hub
+                  else "corpus" if task.corpus else "?")
+        kind = f"{len(task.labels)} labels" if task.kind == "classify" else str(task.kind)
         templates = [f"{t}*" if t == task.default_template else t for t in template_files(name)]
-        print(f"  {name:<12} {len(task.labels)} labels, {source}: {', '.join(templates) or '(no templates)'}")
+        print(f"  {name:<14} {kind}, {', '.join(task.metrics)}; {source}: {', '.join(templates) or '(no templates)'}")
+    print("task groups (task=NAME runs each of its tasks; the report averages the metric named):")
+    for name in group_files():
+        try:
+            group = load_group(name)
+        except HarnessError as error:
+            print(f"  {name:<14} BROKEN: {error}")
+            continue
+        print(f"  {name:<14} {', '.join(f'{task} ({metric})' for task, metric in group.metrics.items())}")
     print("models (model=NAME, or model=<hub id or local path>):")
     for name in model_names():
         path = OmegaConf.load(MODEL_CONFIG_DIR / f"{name}.yaml").path

@@ -73,6 +73,13 @@ class Device(Choice):
 class TaskKind(Choice):
     classify = "classify"  # one fixed set of labels for every item (sentiment, topic, NLI)
     choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
+    cloze = "cloze"  # every item has one right continuation, scored alone (LAMBADA: greedy accuracy, perplexity)
+    generate = "generate"  # every item has short answers (several accepted): greedy generation, exact match
+
+    @property
+    def item_answers(self) -> bool:
+        """Items bring their own answers (columns `choices` and `gold`) rather than one of the task's labels."""
+        return self != TaskKind.classify
 
 
 @dataclass
@@ -102,6 +109,18 @@ class PackagedSourceConfig(SourceConfig):
 
 
 @dataclass
+class AnswerConfig:
+    """kind: generate: how an answer is generated and compared, as lm-evaluation-harness's generate_until
+    tasks with its exact_match metric (applied in this order: regexes, case, punctuation)."""
+
+    until: List[str] = field(default_factory=lambda: ["\n"])  # the answer ends before the first of these
+    max_new_tokens: int = 256  # lm-evaluation-harness's max_gen_toks
+    regexes_to_ignore: List[str] = field(default_factory=list)  # removed from answer and references
+    ignore_case: bool = False
+    ignore_punctuation: bool = False  # string.punctuation removed
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
     description: str = ""
@@ -113,6 +132,7 @@ class TaskConfig:
     demos_match: Optional[str] = None  # a field demonstrations must share with the item (MMLU: subject)
     default_demos: Demos = Demos.random  # what `demos` is unless the run says (MMLU: first_n, as lm-evaluation-harness)
     metrics_by: Optional[str] = None  # a field whose values get metrics of their own, and a macro average
+    answer: AnswerConfig = field(default_factory=AnswerConfig)  # kind: generate
     where: Optional[str] = None  # keep only the items (of every split) for which this expression over the fields holds
     default_template: str = MISSING
     metrics: List[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])

@@ -212,7 +212,7 @@ def _corpus_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
 def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Iterable[dict[str, Any]]) -> list[Example]:
     columns = {**source.columns, **source.split_columns.get(split, {})}
     where = f"task '{task.name}' split '{split}'"
-    keys = [*task.fields, *(("choices", "gold") if task.kind == TaskKind.choice else ("label",))]
+    keys = [*task.fields, *(("choices", "gold") if task.kind.item_answers else ("label",))]
     getters = {key: _Getter(str(columns.get(key, key)), f"{where}, {key}") for key in keys}
     id_getter = _Getter(str(columns.get("id", "id")), f"{where}, id")
     label_names = {str(raw): name for raw, name in source.label_values.items()}
@@ -226,7 +226,7 @@ def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Itera
             raise HarnessError(f"{where}: column(s) {missing} not in the data (has: {', '.join(row)})")
         example_id = str(id_getter(row)) if not id_getter.column or id_getter.column in row else f"{split}-{index}"
         fields = {name: _field_value(getters[name](row)) for name in task.fields}
-        if task.kind == TaskKind.choice:
+        if task.kind.item_answers:
             choices, gold = _choices(getters["choices"](row), getters["gold"](row), f"{where} row {index}")
             examples.append(Example(id=example_id, fields=fields, label=str(gold), choices=choices, gold=gold))
             continue

@@ -24,9 +24,9 @@ from harness.config import Calibration, Scorer, TaskConfig, TaskKind
 from harness.errors import HarnessError, RunInterrupted
 from harness.finetune import finetune, load_trained, remove_trained
 from harness.data import Example
-from harness.generation import generate_labels
+from harness.generation import generate_labels, generate_texts
 from harness.journal import JOURNAL_FILE, Journal
-from harness.metrics import NO_LABEL, compute_metrics, standard_error
+from harness.metrics import NO_LABEL, cloze_metrics, compute_metrics, matching_answer, standard_error
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
 from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
@@ -63,6 +63,7 @@ class Predicted:
     resumed: int = 0  # test items an earlier, interrupted process of this run had finished
     # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes)
     chosen: dict[str, list[int]] | None = None
+    loglikelihoods: list[float] | None = None  # cloze: the target's log-likelihood per item
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
     total = len(selection.examples)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
-        header = {"journal": 1, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
+        header = {"journal": 2, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
         if config.rerun and not journals:
             (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)  # rerun=true: from the start
         journals.append(Journal(plan.run_dir / JOURNAL_FILE, header))
@@ -131,9 +132,9 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
         return journals[-1]
 
     per_item = len(plan.labels) if config.scorer == Scorer.channel else 1  # channel: a request per label
-    if config.task.kind == TaskKind.choice and plan.template.continuation is not None:  # partial: one per option
+    if config.task.kind.item_answers and plan.template.continuation is not None:  # partial: one per option
         per_item = max((len(example.choices) for example in selection.examples), default=1)
-    predictor = _choice_items if config.task.kind == TaskKind.choice else PREDICTORS[config.scorer]
+    predictor = KIND_PREDICTORS.get(config.task.kind) or PREDICTORS[config.scorer]
     try:
         predicted = predictor(plan, selection, lm, batch_size, open_journal, progress)
     except KeyboardInterrupt:
@@ -206,29 +207,77 @@ def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     )
 
 
+def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                 open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """A cloze task: the log-likelihood of each item's right continuation, and whether it is the greedy one."""
+    config = plan.config
+    result = score_choices(lm, plan.template, selection.examples, selection.shown, batch_size, config.prefix_cache,
+                           progress, open_journal)
+    golds = [example.gold for example in selection.examples]
+    loglikelihoods = [scores[gold] for scores, gold in zip(result.loglikelihoods, golds)]
+    greedy = [flags[gold] for flags, gold in zip(result.greedy, golds)]
+    predictions = [gold if is_greedy else NO_LABEL for gold, is_greedy in zip(golds, greedy)]
+    return Predicted(
+        requests=result.requests, predictions=predictions,
+        details=[{"target": example.choices[example.gold], "loglikelihood": value, "greedy": is_greedy}
+                 for example, value, is_greedy in zip(selection.examples, loglikelihoods, greedy)],
+        probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
+        inference_tokens=result.inference_tokens, chosen={"acc": predictions}, loglikelihoods=loglikelihoods,
+    )
+
+
+def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """A short-answer task: a greedy answer per item, right when it matches one of the item's accepted answers."""
+    spec = plan.config.task.answer
+    prompts = [build_prompt(plan.template, demos, example)
+               for demos, example in zip(selection.shown, selection.examples)]
+    requests = build_requests(prompts, lm, answer_tokens=spec.max_new_tokens)
+    texts, stats = generate_texts(lm, requests, spec.max_new_tokens, spec.until, batch_size, progress,
+                                  open_journal(requests))
+    answers = [text.lstrip() for text in texts]  # lm-evaluation-harness's remove_whitespace filter
+    matches = [matching_answer(answer, example.choices, spec) for answer, example in zip(answers, selection.examples)]
+    predictions = [NO_LABEL if match is None else example.gold for match, example in zip(matches, selection.examples)]
+    return Predicted(
+        requests=requests, predictions=predictions,
+        details=[{"generation": answer, "matched": None if match is None else example.choices[match]}
+                 for answer, match, example in zip(answers, matches, selection.examples)],
+        probabilities=None, uncalibrated=None, calibration_scores=None, stats=stats,
+        inference_tokens=stats.tokens_scored, chosen={"exact_match": predictions},
+    )
+
+
 PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel: _rank_items,
                                        Scorer.generate: _generated_items}
+KIND_PREDICTORS: dict[TaskKind, Predictor] = {TaskKind.choice: _choice_items, TaskKind.cloze: _cloze_items,
+                                              TaskKind.generate: _answer_items}
 
 
 def measure(task: TaskConfig, labels: Sequence[str], examples: Sequence[Example], predicted: Predicted) -> Measured:
     """The task's metrics with their standard errors (and the ECE of a label distribution), per value of
     task.metrics_by with their macro average, and a calibrated run's metrics before calibration."""
-    if task.kind == TaskKind.choice:
+    if task.kind.item_answers:
         references = [example.gold for example in examples]
         chosen = {name: predicted.chosen.get(name, predicted.predictions) for name in task.metrics}
     else:
         references = [labels.index(example.label) for example in examples]
         chosen = {name: predicted.predictions for name in task.metrics}
-    metrics, stderr = _metrics(task.metrics, chosen, references)
+
+    def metrics_of(rows: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
+        if task.kind == TaskKind.cloze:
+            return cloze_metrics(task.metrics, [predicted.predictions[i] != NO_LABEL for i in rows],
+                                 [predicted.loglikelihoods[i] for i in rows])
+        return _metrics(task.metrics, {name: [chosen[name][i] for i in rows] for name in chosen},
+                        [references[i] for i in rows])
+
+    metrics, stderr = metrics_of(range(len(examples)))
     by = None
     if task.metrics_by is not None:
         values = [str(example.fields[task.metrics_by]) for example in examples]
         by = {}
         for value in sorted(set(values)):
-            rows = [i for i, v in enumerate(values) if v == value]
-            group, _ = _metrics(task.metrics, {name: [chosen[name][i] for i in rows] for name in chosen},
-                                [references[i] for i in rows])
-            by[value] = {**group, "n": len(rows)}
+            group, _ = metrics_of([i for i, v in enumerate(values) if v == value])
+            by[value] = {**group, "n": values.count(value)}
         for name in task.metrics:  # each value counts once, whatever its size (lm-evaluation-harness's "macro")
             metrics[f"{name}_macro"] = float(np.mean([group[name] for group in by.values()]))
     if predicted.probabilities is None:
@@ -259,7 +308,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
                  predicted: Predicted, measured: Measured, started: float) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
     config, labels = plan.config, plan.labels
-    choice = config.task.kind == TaskKind.choice
+    choice = config.task.kind.item_answers
     rows = (
         {
             "id": example.id,

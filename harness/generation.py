@@ -41,7 +41,6 @@ def parse_label(text: str, verbalizers: Sequence[str]) -> int | None:
     return None
 
 
-@torch.inference_mode()
 def generate_labels(
     lm: LanguageModel,
     requests: Sequence[ScoringRequest],
@@ -51,30 +50,54 @@ def generate_labels(
     progress: bool = True,
     journal: Journal | None = None,
 ) -> tuple[list[Generation], ScoringStats]:
-    """Greedy continuations parsed to labels; with a journal, batches finished by an earlier process are reused
-    (as in harness/scoring.py)."""
+    """Greedy continuations parsed to labels."""
+    texts, stats = generate_texts(lm, requests, max_new_tokens, (), batch_size, progress, journal)
+    return [Generation(text=text, label=parse_label(text, verbalizers)) for text in texts], stats
+
+
+@torch.inference_mode()
+def generate_texts(
+    lm: LanguageModel,
+    requests: Sequence[ScoringRequest],
+    max_new_tokens: int,
+    until: Sequence[str],
+    batch_size: int | None,
+    progress: bool = True,
+    journal: Journal | None = None,
+) -> tuple[list[str], ScoringStats]:
+    """Greedy continuations of each request's context, up to max_new_tokens, the end-of-sequence token or (once
+    every row of a batch has one) a stop string of `until`; the text is cut before the first stop string, as
+    lm-evaluation-harness's generate_until does. With a journal, batches finished by an earlier process are
+    reused (as in harness/scoring.py)."""
     start = time.perf_counter()
     done = journal.results if journal is not None else {}
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context_ids))
     outputs: dict[int, tuple[str, int]] = {index: (text, count) for index, (text, count) in done.items()}
     with tqdm(total=len(requests), initial=len(done), unit="ex", desc="generating", disable=not progress,
               dynamic_ncols=True) as bar:
-        generate = partial(_generate_batch, lm, requests, max_new_tokens)
+        generate = partial(_generate_batch, lm, requests, max_new_tokens, tuple(until))
         for batch, texts in map_batches([i for i in order if i not in done], batch_size, lm.device, generate):
             if journal is not None:
                 journal.record(batch, [list(pair) for pair in texts], sum(count for _, count in texts))
             outputs.update(zip(batch, texts))
             bar.update(len(batch))
-    results = [Generation(text=text, label=parse_label(text, verbalizers)) for text, _ in
-               (outputs[index] for index in range(len(requests)))]
+    texts = [cut_at_stop(outputs[index][0], until) for index in range(len(requests))]
     generated_tokens = sum(count for _, count in outputs.values())
     context_tokens = sum(len(r.context_ids) for r in requests)
     stats = ScoringStats(context_tokens + generated_tokens, context_tokens + generated_tokens, time.perf_counter() - start)
-    return results, stats
+    return texts, stats
+
+
+def cut_at_stop(text: str, until: Sequence[str]) -> str:
+    """The text before the first occurrence of any stop string."""
+    for stop in until:
+        text = text.split(stop, 1)[0]
+    return text
 
 
 def _generate_batch(
-    lm: LanguageModel, requests: Sequence[ScoringRequest], max_new_tokens: int, batch: Sequence[int]
+    lm: LanguageModel, requests: Sequence[ScoringRequest], max_new_tokens: int, until: tuple[str, ...],
+    batch: Sequence[int],
 ) -> list[tuple[str, int]]:
     """Greedy continuations of the batch's contexts (left-padded), as (text, number of new tokens)."""
     width = max(len(requests[i].context_ids) for i in batch)
@@ -84,9 +107,10 @@ def _generate_batch(
         ids = requests[index].context_ids
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
         attention_mask[row, width - len(ids) :] = 1
+    stopping = {"stop_strings": list(until), "tokenizer": lm.tokenizer} if until else {}
     output = lm.model.generate(
         input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=lm.pad_token_id,
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=lm.pad_token_id, **stopping,
     )
     texts = []
     for row in range(len(batch)):

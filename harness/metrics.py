@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import string
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from harness.config import AnswerConfig, TaskKind
 from harness.errors import HarnessError
 from harness.hub import require_hub
 
@@ -46,8 +49,12 @@ BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "accuracy": accuracy, "macro_f1": macro_f1,
     # multiple choice (harness/multiple_choice.py): the same accuracy, of predictions chosen three ways
     "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy,
+    # short answers (kind: generate): the share of generated answers that match an accepted answer
+    "exact_match": accuracy,
 }
-MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes"}  # per-item averages: analytic standard errors
+CLOZE_METRICS = ("acc", "perplexity")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
+MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "exact_match"}
+KIND_METRICS = {TaskKind.cloze: CLOZE_METRICS, TaskKind.generate: ("exact_match",)}  # the only ones they can compute  # per-item averages: analytic standard errors
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -81,11 +88,58 @@ def _macro_f1_resampled(predicted: np.ndarray, gold: np.ndarray, resamples: np.n
     return f1_sums / np.maximum(present, 1)
 
 
-def check_metrics(names: Sequence[str]) -> None:
+def check_metrics(names: Sequence[str], kind: TaskKind = TaskKind.classify) -> None:
     """Load every metric a task names now, before any scoring: an unknown name fails first, not last."""
+    if kind in KIND_METRICS:
+        unknown = sorted(set(names) - set(KIND_METRICS[kind]))
+        if unknown:
+            raise HarnessError(f"a {kind} task's metrics are {', '.join(KIND_METRICS[kind])}; not {', '.join(unknown)}")
+        return
     for name in names:
         if name not in BUILTIN_METRICS:
             _hub_metric(name)
+
+
+def matching_answer(answer: str, references: Sequence[str], spec: AnswerConfig) -> int | None:
+    """The first reference the answer equals once both are normalised as lm-evaluation-harness's exact_match
+    does (regexes removed, then lower case, then punctuation removed), or None."""
+    def normal(text: str) -> str:
+        for pattern in spec.regexes_to_ignore:
+            text = re.sub(pattern, "", text)
+        if spec.ignore_case:
+            text = text.lower()
+        if spec.ignore_punctuation:
+            text = text.translate(_NO_PUNCTUATION)
+        return text
+
+    mine = normal(answer)
+    return next((index for index, reference in enumerate(references) if normal(reference) == mine), None)
+
+
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def cloze_metrics(names: Sequence[str], greedy: Sequence[bool],
+                  loglikelihoods: Sequence[float]) -> tuple[dict[str, float], dict[str, float]]:
+    """A cloze task's metrics and standard errors, as lm-evaluation-harness's loglikelihood tasks (LAMBADA):
+    `acc` the share of items whose target is the greedy continuation; `perplexity` exp of minus the mean
+    per-item log-likelihood of the target (per item, not per token). Its standard error is the delta method's,
+    perplexity times the standard error of the mean log-likelihood (lm-evaluation-harness bootstraps it)."""
+    correct = np.asarray(greedy, dtype=np.float64)
+    values = np.asarray(loglikelihoods, dtype=np.float64)
+    n = len(values)
+    metrics: dict[str, float] = {}
+    stderr: dict[str, float] = {}
+    for name in names:
+        if name == "acc":
+            metrics[name] = float(correct.mean())
+            if n > 1:
+                stderr[name] = float(correct.std(ddof=1) / math.sqrt(n))
+        else:
+            metrics[name] = float(math.exp(-values.mean()))
+            if n > 1:
+                stderr[name] = float(metrics[name] * values.std(ddof=1) / math.sqrt(n))
+    return metrics, stderr
 
 
 def compute_metrics(names: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:

@@ -31,6 +31,7 @@ NORMALIZATIONS = {"acc": None, "acc_norm": "characters", "acc_bytes": "bytes"}
 @dataclass(frozen=True)
 class ChoiceScores:
     loglikelihoods: list[list[float]]  # per item, per option: the summed log-probability of its continuation
+    greedy: list[list[bool]]  # per item, per option: its continuation is the model's greedy one
     predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" -> the chosen option per item
     requests: list[ScoringRequest]  # per item (partial scoring: its first option's), for the demonstrations it saw
     stats: ScoringStats
@@ -55,18 +56,21 @@ def score_choices(
     requests = build_requests([prompt for prompts in per_item for prompt in prompts], lm)
     journal = open_journal(requests) if open_journal is not None else None
     scores, stats = score_requests(lm, requests, batch_size, prefix_cache, progress, journal)
-    loglikelihoods, item_requests, position = [], [], 0
+    loglikelihoods, greedy, item_requests, position = [], [], [], 0
     for prompts in per_item:
         if partial:  # one request per option, one continuation each
             loglikelihoods.append([scores[position + i].logprobs[0] for i in range(len(prompts))])
+            greedy.append([scores[position + i].greedy[0] for i in range(len(prompts))])
         else:
             loglikelihoods.append(list(scores[position].logprobs))
+            greedy.append(list(scores[position].greedy))
         item_requests.append(requests[position])
         position += len(prompts)
     options = [template.answers(example) for example in examples]
     inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids)) for r in requests)
     return ChoiceScores(
         loglikelihoods=loglikelihoods,
+        greedy=greedy,
         predictions={name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()},
         requests=item_requests,
         stats=stats,

@@ -81,7 +81,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     if config.scorer == Scorer.channel and not is_channel(template, task.fields):
         raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
                            f"(a channel_* template), not '{template.name}'")
-    check_metrics(task.metrics)
+    check_metrics(task.metrics, task.kind)
     evaluation = load_split(task, task.eval_split)
     examples = evaluation
     if config.subsample is not None:
@@ -145,7 +145,7 @@ def templates_to_run(config: RunConfig) -> list[str]:
     if config.template != "all":
         return [config.template or config.task.default_template]
     names = [name for name in template_files(config.task.name)
-             if config.task.kind == TaskKind.choice  # no channel scoring there: every template suits
+             if config.task.kind.item_answers  # no channel scoring there: every template suits
              or is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
     if not names:
         raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
@@ -157,18 +157,20 @@ def check_task(config: RunConfig) -> None:
     task = config.task
     if task.kind == TaskKind.classify and not task.labels:
         raise HarnessError(f"task '{task.name}' has no labels (a multiple-choice task says kind: choice)")
-    if task.kind == TaskKind.choice:
+    if task.kind.item_answers:
+        kind = {TaskKind.choice: "multiple choice", TaskKind.cloze: "a cloze task",
+                TaskKind.generate: "a short-answer task"}[task.kind]
         if task.labels:
-            raise HarnessError(f"task '{task.name}' is multiple choice (kind: choice): its items bring their options, "
+            raise HarnessError(f"task '{task.name}' is {kind} (kind: {task.kind}): its items bring their answers, "
                                "so it has no labels")
         unsupported = {"scorer": (config.scorer, Scorer.rank), "calibration": (config.calibration, Calibration.none),
                        "normalize": (config.normalize, Normalize.sum)}
         for key, (value, allowed) in unsupported.items():
             if value != allowed:
-                raise HarnessError(f"{key}={value} needs one set of labels; task '{task.name}' is multiple choice "
-                                   f"(its metrics acc, acc_norm and acc_bytes come from the same scores)")
+                raise HarnessError(f"{key}={value} needs one set of labels; task '{task.name}' is {kind} "
+                                   f"(its items bring their own answers; metrics: {', '.join(task.metrics)})")
         if config.demos == Demos.balanced:
-            raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is multiple choice")
+            raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is {kind}")
     for key in ("demos_match", "metrics_by"):
         name = getattr(task, key)
         if name is not None and name not in task.fields:

@@ -27,7 +27,7 @@ from harness.errors import HarnessError
 from harness.expressions import ENVIRONMENT
 from harness.registry import template_files
 
-TEMPLATE_KEYS = {"description", "instruction", "example", "continuation", "separator", "answer_choices"}
+TEMPLATE_KEYS = {"description", "instruction", "example", "demonstration", "continuation", "separator", "answer_choices"}
 _ANSWER_MARK = "\x00answer\x00"
 # What a template's Jinja may raise on an item it does not fit (`sentence.index('_')` without a blank, ...)
 _RENDER_ERRORS = (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError, AttributeError)
@@ -43,6 +43,9 @@ class Template:
     verbalizers: Mapping[str, str]  # classify: label name -> verbalizer, in the task's label order
     # partial scoring (Winogrande): the text after the answer, scored once per option placed in the context
     continuation: jinja2.Template | None = None
+    # how a demonstration is shown, when not as `example` with its answer: lm-evaluation-harness puts its target
+    # delimiter before a target that has its own leading space (LAMBADA's demonstrations: "...own,  Shane")
+    demonstration_source: jinja2.Template | None = None
     file_sha256: str = ""  # of the template's YAML file: part of the run key
 
     def render(self, example: Example, answer: str) -> str:
@@ -64,6 +67,8 @@ class Template:
     def demonstration(self, example: Example) -> str:
         """An example shown with its right answer (and, for partial scoring, what follows it)."""
         answer = self.gold_answer(example)
+        if self.demonstration_source is not None:
+            return self._render(self.demonstration_source, example, answer=answer) + self.separator
         return self.render(example, answer) + self.render_continuation(example) + self.separator
 
     def _render(self, source: jinja2.Template, example: Example, **values: Any) -> str:
@@ -106,7 +111,8 @@ def load_template(task: TaskConfig, name: str) -> Template:
     unknown = set(spec) - TEMPLATE_KEYS
     if unknown:
         raise HarnessError(f"template {path} has unknown keys {sorted(unknown)} (allowed: {sorted(TEMPLATE_KEYS)})")
-    sources = {key: str(spec[key]) for key in ("example", "instruction", "continuation") if spec.get(key)}
+    sources = {key: str(spec[key]) for key in ("example", "instruction", "continuation", "demonstration")
+               if spec.get(key)}
     used: dict[str, set[str]] = {}
     for key, source in sources.items():
         try:
@@ -120,7 +126,7 @@ def load_template(task: TaskConfig, name: str) -> Template:
             f"template '{name}' uses field(s) {missing} that task '{task.name}' does not have "
             f"(fields: {', '.join(task.fields)})"
         )
-    if "answer" not in used["example"] or "answer" in everything - used["example"]:
+    if "answer" not in used["example"] or "answer" in used.get("instruction", set()) | used.get("continuation", set()):
         raise HarnessError(f"template {path} must place the label with {{{{ answer }}}} in its example")
     if not everything & set(task.fields):
         raise HarnessError(f"template {path} renders none of the fields of task '{task.name}' "
@@ -138,6 +144,7 @@ def load_template(task: TaskConfig, name: str) -> Template:
         separator=str(spec.get("separator", "\n\n")),
         verbalizers=_verbalizers(task, spec.get("answer_choices"), path.name),
         continuation=ENVIRONMENT.from_string(sources["continuation"]) if "continuation" in sources else None,
+        demonstration_source=ENVIRONMENT.from_string(sources["demonstration"]) if "demonstration" in sources else None,
         file_sha256=hashlib.sha256(raw).hexdigest(),
     )
 

@@ -9,6 +9,7 @@ user adds a task by adding files; a task in an earlier root shadows one of the s
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -44,6 +45,44 @@ def template_files(task: str) -> dict[str, Path]:
         for path in sorted((root / "prompts" / task).glob("*.yaml")):
             found[path.stem] = path
     return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """Several tasks run as one (groups/<name>.yaml): `task=<name>` runs each, the report averages them."""
+
+    name: str
+    description: str
+    metrics: dict[str, str]  # task -> the metric the group averages for it (its main metric on leaderboards)
+
+
+def group_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root in reversed(search_roots()):
+        for path in sorted((root / "groups").glob("*.yaml")):
+            found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def load_group(name: str) -> TaskGroup:
+    """A group file, checked: it names known tasks, and for each a metric the task records."""
+    path = group_files()[name]
+    raw = read_task_file(path)
+    tasks = raw.get("tasks")
+    if set(raw) - {"description", "tasks"} or not isinstance(tasks, dict) or not tasks:
+        raise HarnessError(f"group file {path} must hold `tasks` (task name -> the metric averaged) and optionally "
+                           "`description`")
+    known = task_files()
+    if name in known:
+        raise HarnessError(f"group '{name}' has the name of a task ({known[name]}): rename one of them")
+    for task, metric in tasks.items():
+        if task not in known:
+            raise HarnessError(f"group '{name}' names task '{task}', which does not exist")
+        metrics = OmegaConf.to_container(load_task_node(known[task]).metrics)
+        if metric not in metrics:
+            raise HarnessError(f"group '{name}' averages {metric} of task '{task}', which records {', '.join(metrics)}")
+    return TaskGroup(name=name, description=str(raw.get("description", "")),
+                     metrics={str(task): str(metric) for task, metric in tasks.items()})
 
 
 def model_names() -> list[str]:

@@ -8,7 +8,8 @@ Rank classification, computed in three nested levels so that nothing shared is r
    position gives the next-token distribution that scores every single-token verbalizer at once;
 3. multi-token verbalizers run only their own tokens, on top of the query's keys and values, one
    row per distinct stem (the tokens before a verbalizer's last token), all labels sharing that
-   stem together.
+   stem together. A request with a single continuation (a cloze target) runs it in the query's own
+   row instead: nothing is shared, so one pass does it.
 
 With prefix_cache=False level 1 is empty. Every level uses the very token ids of the plain
 whole-context encoding, so the scores equal a full recompute up to float rounding (tested).
@@ -46,6 +47,8 @@ KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values o
 class LabelScores:
     logprobs: tuple[float, ...]  # summed over each label's continuation tokens
     token_counts: tuple[int, ...]
+    # whether each continuation is the model's greedy one: every token the most likely next token (LAMBADA's acc)
+    greedy: tuple[bool, ...]
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ def score_requests(
     """
     start = time.perf_counter()
     done = journal.results if journal is not None else {}
-    logprobs: list[list[float]] = [list(done.get(index, [])) for index in range(len(requests))]
+    results: list[list[tuple[float, bool]]] = [[tuple(pair) for pair in done.get(index, [])]
+                                               for index in range(len(requests))]
     forwarded = sum(journal.tokens.values()) if journal is not None else 0
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
@@ -95,21 +99,22 @@ def score_requests(
                 if journal is not None:
                     journal.record(batch, values, tokens_run)
                 for index, request_values in zip(batch, values):
-                    logprobs[index] = request_values
+                    results[index] = request_values
                 forwarded += tokens_run
                 bar.update(len(batch))
     scores = [
-        LabelScores(tuple(values), tuple(len(ids) for ids in request.continuation_ids))
-        for values, request in zip(logprobs, requests)
+        LabelScores(tuple(value for value, _ in pairs), tuple(len(ids) for ids in request.continuation_ids),
+                    tuple(bool(greedy) for _, greedy in pairs))
+        for pairs, request in zip(results, requests)
     ]
     scored = sum(len(r.context_ids) * len(r.continuation_ids) + sum(map(len, r.continuation_ids)) for r in requests)
     return scores, ScoringStats(scored, forwarded, time.perf_counter() - start)
 
 
-def _require_finite(values: list[list[float]], requests: Sequence[ScoringRequest]) -> None:
+def _require_finite(values: list[list[tuple[float, bool]]], requests: Sequence[ScoringRequest]) -> None:
     """A NaN or infinite log-prob means broken weights or numerics: stop before it becomes a result."""
     for request_values, request in zip(values, requests):
-        if not all(math.isfinite(value) for value in request_values):
+        if not all(math.isfinite(value) for value, _ in request_values):
             raise HarnessError(
                 f"the model gave a non-finite log-probability ({request_values}) for a request with "
                 f"{len(request.context_ids)} context tokens: its weights may be damaged (python -m harness "
@@ -214,43 +219,61 @@ def _score_batch(
     prefix_length: int,
     requests: Sequence[ScoringRequest],
     batch: Sequence[int],
-) -> tuple[list[list[float]], int]:
-    """Every label's log-prob for each request of the batch, and the number of real tokens run.
+) -> tuple[list[list[tuple[float, bool]]], int]:
+    """Every label's (log-prob, greedy) for each request of the batch, and the number of real tokens run.
 
     `prefix` holds the soft prompt (if any) and the first `prefix_length` context tokens of every request.
     """
     queries = [requests[i].context_ids[prefix_length:] for i in batch]
-    past = None if prefix is None else prefix.cache(len(queries), max(map(len, queries)))
-    query_mask, logits, query_cache = _forward(lm, past, queries, [len(q) - 1 for q in queries], span=1)
-    next_token = torch.log_softmax(logits[:, 0].float(), dim=-1).cpu()  # after each request's last context token
-    values = [[0.0] * len(requests[i].continuation_ids) for i in batch]
+    # A request with one continuation (a cloze target, a partial-scoring option) runs it in the same row, right
+    # after its query: one forward pass, as a full recompute does, instead of a second pass over a copy of the
+    # query's keys and values. With several, the query runs once and the continuations after it (level 3).
+    inline = [requests[i].continuation_ids[0] if len(requests[i].continuation_ids) == 1 else () for i in batch]
+    inputs = [query + ids[:-1] for query, ids in zip(queries, inline)]
+    past = None if prefix is None else prefix.cache(len(inputs), max(map(len, inputs)))
+    span = max(1, *map(len, inline))
+    query_mask, logits, query_cache = _forward(lm, past, inputs, [len(q) - 1 for q in queries], span=span)
+    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # from each request's last context token on
+    best = logprobs.argmax(dim=-1).tolist()
+    next_token, next_best = logprobs[:, 0], [row[0] for row in best]
+    values: list[list[tuple[float, bool]]] = [[(0.0, False)] * len(requests[i].continuation_ids) for i in batch]
+    for row, ids in enumerate(inline):
+        if ids:
+            values[row][0] = (sum(logprobs[row, j, token].item() for j, token in enumerate(ids)),
+                              all(best[row][j] == token for j, token in enumerate(ids)))
     stems: list[tuple[int, tuple[int, ...], list[int]]] = []  # (row in batch, stem, labels sharing it)
     for row, index in enumerate(batch):
+        if inline[row]:
+            continue
         by_stem: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for label, ids in enumerate(requests[index].continuation_ids):
             if len(ids) == 1:
-                values[row][label] = next_token[row, ids[0]].item()
+                values[row][label] = (next_token[row, ids[0]].item(), next_best[row] == ids[0])
             else:
                 by_stem[ids[:-1]].append(label)
         stems.extend((row, stem, labels) for stem, labels in by_stem.items())
-    tokens_run = sum(map(len, queries))
+    tokens_run = sum(map(len, inputs))
     for start in range(0, len(stems), len(batch)):  # at most as many stem rows at once as query rows
         chunk = stems[start : start + len(batch)]
         rows = torch.tensor([row for row, _, _ in chunk])
         cache = DynamicCache(ddp_cache_data=[(keys[rows], values_[rows]) for keys, values_ in query_cache],
                              config=lm.model.config)
-        inputs = [stem for _, stem, _ in chunk]
-        _, stem_logits, _ = _forward(lm, cache, inputs, [0] * len(chunk), span=max(map(len, inputs)),
+        stem_inputs = [stem for _, stem, _ in chunk]
+        _, stem_logits, _ = _forward(lm, cache, stem_inputs, [0] * len(chunk), span=max(map(len, stem_inputs)),
                                      cache_mask=query_mask[rows])
         stem_logprobs = torch.log_softmax(stem_logits.float(), dim=-1).cpu()
+        stem_best = stem_logprobs.argmax(dim=-1).tolist()
         for position, (row, stem, labels) in enumerate(chunk):
             # the query's last position predicts stem[0]; stem position j predicts stem[j + 1], then the last token
             total = next_token[row, stem[0]].item()
             total += sum(stem_logprobs[position, j, token].item() for j, token in enumerate(stem[1:]))
+            stem_greedy = next_best[row] == stem[0] and all(
+                stem_best[position][j] == token for j, token in enumerate(stem[1:]))
             for label in labels:
                 last_token = requests[batch[row]].continuation_ids[label][-1]
-                values[row][label] = total + stem_logprobs[position, len(stem) - 1, last_token].item()
-        tokens_run += sum(map(len, inputs))
+                values[row][label] = (total + stem_logprobs[position, len(stem) - 1, last_token].item(),
+                                      stem_greedy and stem_best[position][len(stem) - 1] == last_token)
+        tokens_run += sum(map(len, stem_inputs))
     return values, tokens_run
 
 

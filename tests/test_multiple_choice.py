@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import run_in_process
-from harness.config import ModelConfig
+from harness.config import ModelConfig, TaskKind
 from harness.data import Example, _to_examples, load_split
 from harness.demos import demonstrations_per_example
 from harness.errors import HarnessError
@@ -157,7 +157,7 @@ def test_acc_acc_norm_and_acc_bytes_by_hand() -> None:
 
 
 def test_per_subject_metrics_and_their_macro_average_by_hand() -> None:
-    task = SimpleNamespace(kind="choice", metrics=["acc"], metrics_by="subject")
+    task = SimpleNamespace(kind=TaskKind.choice, metrics=["acc"], metrics_by="subject")
     subjects = ["a", "a", "a", "a", "b", "b"]
     examples = [Example(f"i{i}", {"subject": s}, "0", ("x", "y"), 0) for i, s in enumerate(subjects)]
     chosen = [0, 0, 0, 1, 1, 1]  # a: 3 of 4 right, b: 0 of 2

@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.records import write_text_atomic
+from harness.registry import group_files, load_group
 from harness.report import plots, render, tables
 from harness.report.load import IDENTITY, as_text, load_predictions, load_records
 
@@ -68,7 +69,8 @@ def report_command(arguments: list[str]) -> int:
     summary = tables.summary(runs, group, options.metric)
     predictions = lru_cache(maxsize=None)(partial(load_predictions, metric=options.metric))
     comparison = tables.comparison(runs, settings, group, options.metric, predictions)
-    leaderboard = tables.leaderboard(summary, group, options.metric)
+    task_groups = [load_group(name) for name in group_files()]
+    leaderboard = tables.leaderboard(summary, group, options.metric, task_groups)
     # keys with one value in every row are said once, above the tables, rather than in a column each
     constant = {key: summary[key].iloc[0] for key in group
                 if len(summary) > 1 and summary[key].nunique(dropna=False) == 1}

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.report.tables import METRICS
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
-                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)", "ece": "ECE",
+                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)", "perplexity": "perplexity", "ece": "ECE",
                 "uncalibrated_accuracy": "uncalibrated accuracy", "uncalibrated_ece": "uncalibrated ECE"}
 
 
@@ -120,6 +120,9 @@ def _leaderboard_text(leaderboard: pd.DataFrame, keys: list[str], metric: str) -
     table = leaderboard[["rank", *entry_keys]].map(_key)
     table["mean win rate"] = leaderboard["mean_win_rate"].map(_number)
     table["tasks"] = leaderboard["tasks"].astype(str)
+    for column in leaderboard.columns:
+        if column.endswith(" average"):  # a task group's, over each task's own metric
+            table[column] = leaderboard[column].map(lambda score: "-" if math.isnan(score) else f"{score:.3f}")
     for column in leaderboard.columns:
         if column.endswith(f" {metric}"):
             task = column.removesuffix(f" {metric}")

@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.metrics import NO_LABEL
+from harness.registry import TaskGroup
 from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
 from harness.report.stats import (
     ABSENT,
@@ -104,10 +105,15 @@ def comparison(runs: pd.DataFrame, settings: pd.DataFrame, group: list[str], met
     return _sorted(pd.DataFrame(rows), group) if rows else pd.DataFrame(columns=group)
 
 
-def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str) -> pd.DataFrame:
+def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str,
+                task_groups: Sequence[TaskGroup] = ()) -> pd.DataFrame:
     """HELM's mean win rate: per task, an entry's share of the other entries with a lower mean metric
     (ties count half), averaged over the tasks the entry was run on. Per-task ranks: 1 = best mean
-    metric, tied entries share the best rank. Without task in the group, all rows are one task."""
+    metric, tied entries share the best rank. Without task in the group, all rows are one task.
+
+    For each task group whose every task an entry ran, "<group> average": the mean over its tasks of the
+    metric the group names for each (acc_norm for HellaSwag, ...), each task counting once, as
+    lm-evaluation-harness's group averages without size weighting."""
     entry_keys = [k for k in group if k != "task"]
     scores = summary_table.assign(task=summary_table["task"] if "task" in group else "all")
     scores = scores[scores[f"{metric}_mean"].notna()]
@@ -122,6 +128,11 @@ def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str) -> p
     for _, frame in pd.concat(long).groupby("entry", sort=False):
         row = frame.iloc[0][entry_keys].to_dict()
         row.update(tasks=len(frame), mean_win_rate=frame["win_rate"].mean())
+        by_task = frame.set_index("task")
+        for task_group in task_groups:
+            if set(task_group.metrics) <= set(by_task.index):
+                row[f"{task_group.name} average"] = float(np.mean(
+                    [by_task.at[task, f"{name}_mean"] for task, name in task_group.metrics.items()]))
         for task, score, rank in zip(frame["task"], frame[f"{metric}_mean"], frame["rank"]):
             row.update({f"{task} {metric}": score, f"{task} rank": int(rank)})
         rows.append(row)

@@ -1,0 +1,114 @@
+"""Short-answer tasks (kind: generate: TriviaQA, Natural Questions): lm-evaluation-harness's prompts, stop strings
+and exact_match normalisation by hand, generation equal to a one-row greedy loop, a run end to end, the real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import run_in_process
+from harness.config import AnswerConfig, ModelConfig
+from harness.data import _to_examples, load_split
+from harness.generation import cut_at_stop, generate_texts
+from harness.metrics import matching_answer
+from harness.models import load_language_model
+from harness.prompts import build_prompt, load_template
+from harness.registry import load_task_node, task_files
+from harness.requests import build_requests
+
+
+def _task(name: str):
+    return OmegaConf.to_object(load_task_node(task_files()[name]))
+
+
+def test_triviaqa_and_nq_open_render_lm_evaluation_harness_prompts() -> None:
+    trivia = _task("triviaqa")
+    rows = [{"question_id": "tc_1", "question": "Who wrote Hamlet", "answer": {"aliases": ["Shakespeare", "Bard"]}},
+            {"question_id": "tc_2", "question": "Capital of France", "answer": {"aliases": ["Paris"]}}]
+    demo, item = _to_examples(trivia, trivia.hub, "validation", rows)
+    assert (item.id, item.choices, item.gold) == ("tc_2", ("Paris",), 0)
+    prompt = build_prompt(load_template(trivia, "lmeval"), [demo], item)
+    assert prompt.context() == "Question: Who wrote Hamlet?\nAnswer: Shakespeare\n\nQuestion: Capital of France?\nAnswer:"
+    nq = _task("nq_open")
+    demo, item = _to_examples(nq, nq.hub, "validation", [{"question": "who wrote hamlet", "answer": ["Shakespeare"]},
+                                                         {"question": "capital of france", "answer": ["Paris"]}])
+    prompt = build_prompt(load_template(nq, "lmeval"), [demo], item)
+    assert prompt.context() == "Answer these questions:\n\nQ: who wrote hamlet?\nA: Shakespeare\nQ: capital of france?\nA:"
+    zero_shot = build_prompt(load_template(nq, "lmeval"), [], item)
+    assert zero_shot.context() == "Answer these questions:\n\nQ: capital of france?\nA:"
+
+
+def test_answers_are_cut_at_the_first_stop_string_and_normalised_as_exact_match() -> None:
+    assert cut_at_stop(" Paris, France.\nQ:", ["\n", ".", ","]) == " Paris"
+    assert cut_at_stop("Mr. Smith", ["\n", ".", ","]) == "Mr"
+    trivia = _task("triviaqa").answer
+    assert matching_answer("sunset blvd", ["Sunset Boulevard", "Sunset Blvd."], trivia) == 1  # case, punctuation
+    assert matching_answer("Sunset", ["Sunset Boulevard"], trivia) is None
+    nq = _task("nq_open").answer
+    assert matching_answer("The Beatles", ["beatles"], nq) == 0  # the article goes (a regex, before lower-casing)
+    assert matching_answer("THE Beatles", ["beatles"], nq) is None  # ... so an upper-case one stays, as there
+    assert matching_answer("an apple", ["Apple"], nq) == 0
+    assert matching_answer("Paris", ["paris"], AnswerConfig()) is None  # nothing ignored by default
+
+
+def test_generated_texts_equal_a_one_row_greedy_loop(tiny_llama_dir: Path) -> None:
+    """Left-padded batches and stop strings change nothing but where the text is cut."""
+    lm = load_language_model(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
+    task = _task("triviaqa")
+    template = load_template(task, "lmeval")
+    rows = [{"question_id": f"q{i}", "question": q, "answer": {"aliases": ["x"]}} for i, q in
+            enumerate(["Who wrote the long play about a prince of Denmark", "Why", "What is warm and funny", "Who"])]
+    examples = _to_examples(task, task.hub, "validation", rows)
+    requests = build_requests([build_prompt(template, [], e) for e in examples], lm, answer_tokens=6)
+    expected = []
+    for request in requests:
+        ids = list(request.context_ids)
+        with torch.no_grad():
+            for _ in range(6):
+                ids.append(int(lm.model(torch.tensor([ids])).logits[0, -1].argmax()))
+        expected.append(lm.tokenizer.decode(ids[len(request.context_ids):], skip_special_tokens=True))
+    for batch_size in (1, 3):
+        texts, _ = generate_texts(lm, requests, 6, (), batch_size, progress=False)
+        assert texts == expected, batch_size
+    stop = max(set("".join(expected)) - {" "}, key="".join(expected).count)  # a character the outputs contain
+    texts, _ = generate_texts(lm, requests, 6, [stop], 2, progress=False)
+    assert texts == [text.split(stop, 1)[0] for text in expected]
+
+
+def test_a_short_answer_run_end_to_end(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    rows = [{"question": q, "answers": a} for q, a in [("Who wrote Hamlet", ["Shakespeare"]), ("Sky colour", ["blue"]),
+                                                     ("Capital of France", ["Paris", "paris city"])]]
+    (root / "data" / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "toyqa.yaml").write_text(
+        "name: toyqa\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
+        "metrics: [exact_match]\nanswer: {until: [\"\\n\"], max_new_tokens: 4, ignore_case: true}\n"
+        f"data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n  columns: {{choices: answers, gold: '0'}}\n")
+    (root / "prompts" / "toyqa").mkdir(parents=True)
+    (root / "prompts" / "toyqa" / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
+    monkeypatch.setenv("HARNESS_PATH", str(root))
+    result = run_in_process("task=toyqa", f"model={tiny_llama_dir}", "shots=1", "demos=first_n",
+                            f"output_dir={tmp_path / 'out'}")
+    predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [row["demo_ids"] for row in predictions] == [["qa-1"], ["qa-0"], ["qa-0"]]
+    for row, accepted in zip(predictions, [["Shakespeare"], ["blue"], ["Paris", "paris city"]]):
+        assert "\n" not in row["generation"] and row["generation"] == row["generation"].lstrip()
+        matched = next((a for a in accepted if a.lower() == row["generation"].lower()), None)
+        assert row["matched"] == matched and (row["prediction"] == "0") == (matched is not None)
+    assert result.record.metrics["exact_match"] == sum(row["matched"] is not None for row in predictions) / 3
+    assert "exact_match" in result.record.stderr
+
+
+def test_the_wheels_short_answer_data() -> None:
+    trivia = load_split(_task("triviaqa"), "validation")
+    assert len(trivia) == 7993 and all(e.choices for e in trivia)
+    assert trivia[0].fields["question"] == "Which Lloyd Webber musical premiered in the US on 10th December 1993?"
+    assert "Sunset Boulevard" in trivia[0].choices and trivia[0].id == "tc_33"
+    nq = load_split(_task("nq_open"), "validation")
+    assert len(nq) == 3610 and nq[0].choices == ("14 December 1972 UTC", "December 1972")
