@@ -64,6 +64,7 @@ class Predicted:
     # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes)
     chosen: dict[str, list[int]] | None = None
     loglikelihoods: list[float] | None = None  # cloze: the target's log-likelihood per item
+    target_bytes: list[int] | None = None  # cloze: the UTF-8 length of the scored target text per item
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_s
                  for example, value, is_greedy in zip(selection.examples, loglikelihoods, greedy)],
         probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
         inference_tokens=result.inference_tokens, chosen={"acc": predictions}, loglikelihoods=loglikelihoods,
+        target_bytes=[len(texts[gold].encode("utf-8")) for texts, gold in zip(result.continuations, golds)],
     )
 
 
@@ -266,7 +268,7 @@ def measure(task: TaskConfig, labels: Sequence[str], examples: Sequence[Example]
     def metrics_of(rows: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
         if task.kind == TaskKind.cloze:
             return cloze_metrics(task.metrics, [predicted.predictions[i] != NO_LABEL for i in rows],
-                                 [predicted.loglikelihoods[i] for i in rows])
+                                 [predicted.loglikelihoods[i] for i in rows], [predicted.target_bytes[i] for i in rows])
         return _metrics(task.metrics, {name: [chosen[name][i] for i in rows] for name in chosen},
                         [references[i] for i in rows])
 

@@ -52,7 +52,7 @@ BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     # short answers (kind: generate): the share of generated answers that match an accepted answer
     "exact_match": accuracy,
 }
-CLOZE_METRICS = ("acc", "perplexity")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
+CLOZE_METRICS = ("acc", "perplexity", "bits_per_byte")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
 MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "exact_match"}
 KIND_METRICS = {TaskKind.cloze: CLOZE_METRICS, TaskKind.generate: ("exact_match",)}  # the only ones they can compute  # per-item averages: analytic standard errors
 BOOTSTRAP_RESAMPLES = 1000
@@ -119,12 +119,14 @@ def matching_answer(answer: str, references: Sequence[str], spec: AnswerConfig) 
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def cloze_metrics(names: Sequence[str], greedy: Sequence[bool],
-                  loglikelihoods: Sequence[float]) -> tuple[dict[str, float], dict[str, float]]:
+def cloze_metrics(names: Sequence[str], greedy: Sequence[bool], loglikelihoods: Sequence[float],
+                  target_bytes: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
     """A cloze task's metrics and standard errors, as lm-evaluation-harness's loglikelihood tasks (LAMBADA):
     `acc` the share of items whose target is the greedy continuation; `perplexity` exp of minus the mean
-    per-item log-likelihood of the target (per item, not per token). Its standard error is the delta method's,
-    perplexity times the standard error of the mean log-likelihood (lm-evaluation-harness bootstraps it)."""
+    per-item log-likelihood of the target (per item, not per token); `bits_per_byte` minus the summed
+    log-likelihood in bits over the targets' summed UTF-8 bytes (lm-evaluation-harness's weighted mean).
+    Standard errors: the delta method's for perplexity (perplexity times the standard error of the mean
+    log-likelihood; lm-evaluation-harness bootstraps it); none for bits_per_byte, a ratio of sums."""
     correct = np.asarray(greedy, dtype=np.float64)
     values = np.asarray(loglikelihoods, dtype=np.float64)
     n = len(values)
@@ -135,10 +137,12 @@ def cloze_metrics(names: Sequence[str], greedy: Sequence[bool],
             metrics[name] = float(correct.mean())
             if n > 1:
                 stderr[name] = float(correct.std(ddof=1) / math.sqrt(n))
-        else:
+        elif name == "perplexity":
             metrics[name] = float(math.exp(-values.mean()))
             if n > 1:
                 stderr[name] = float(metrics[name] * values.std(ddof=1) / math.sqrt(n))
+        else:
+            metrics[name] = float(-values.sum() / math.log(2) / sum(target_bytes))
     return metrics, stderr
 
 

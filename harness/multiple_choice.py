@@ -32,6 +32,7 @@ NORMALIZATIONS = {"acc": None, "acc_norm": "characters", "acc_bytes": "bytes"}
 class ChoiceScores:
     loglikelihoods: list[list[float]]  # per item, per option: the summed log-probability of its continuation
     greedy: list[list[bool]]  # per item, per option: its continuation is the model's greedy one
+    continuations: list[list[str]]  # per item, per option: the text scored (with the whitespace before it)
     predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" -> the chosen option per item
     requests: list[ScoringRequest]  # per item (partial scoring: its first option's), for the demonstrations it saw
     stats: ScoringStats
@@ -57,6 +58,7 @@ def score_choices(
     journal = open_journal(requests) if open_journal is not None else None
     scores, stats = score_requests(lm, requests, batch_size, prefix_cache, progress, journal)
     loglikelihoods, greedy, item_requests, position = [], [], [], 0
+    continuations = [[text for prompt in prompts for text in prompt.continuations] for prompts in per_item]
     for prompts in per_item:
         if partial:  # one request per option, one continuation each
             loglikelihoods.append([scores[position + i].logprobs[0] for i in range(len(prompts))])
@@ -71,6 +73,7 @@ def score_choices(
     return ChoiceScores(
         loglikelihoods=loglikelihoods,
         greedy=greedy,
+        continuations=continuations,
         predictions={name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()},
         requests=item_requests,
         stats=stats,

@@ -79,11 +79,14 @@ def test_greedy_flag_equals_a_full_recompute(architecture: str, tiny_model_dir: 
 
 def test_acc_and_perplexity_by_hand() -> None:
     loglikelihoods = [-0.5, -2.0, -4.5, -1.0]
-    metrics, stderr = cloze_metrics(["acc", "perplexity"], [True, False, True, True], loglikelihoods)
+    metrics, stderr = cloze_metrics(["acc", "perplexity", "bits_per_byte"], [True, False, True, True], loglikelihoods,
+                                    [4, 6, 5, 5])
     assert metrics["acc"] == 0.75
     assert metrics["perplexity"] == pytest.approx(math.exp(2.0))  # exp(-mean(-0.5, -2, -4.5, -1))
     assert stderr["acc"] == pytest.approx(np.std([1, 0, 1, 1], ddof=1) / 2)
     assert stderr["perplexity"] == pytest.approx(math.exp(2.0) * np.std(loglikelihoods, ddof=1) / 2)
+    assert metrics["bits_per_byte"] == pytest.approx(8.0 / math.log(2) / 20)  # 8 nats over 20 bytes
+    assert "bits_per_byte" not in stderr
 
 
 @pytest.fixture()
@@ -96,7 +99,7 @@ def cloze_root(tmp_path: Path) -> Path:
     (root / "tasks").mkdir()
     (root / "tasks" / "toycloze.yaml").write_text(
         "name: toycloze\nkind: cloze\nfields: [context]\ndemo_split: test\neval_split: test\n"
-        "default_template: plain\nmetrics: [acc, perplexity]\n"
+        "default_template: plain\nmetrics: [acc, perplexity, bits_per_byte]\n"
         f"data_dir: {root / 'data'}\n"
         "files:\n  splits: {test: test.jsonl}\n"
         "  columns: {context: \"text.split(' ')[:-1] | join(' ')\", choices: \"[text.split(' ')[-1]]\", gold: '0'}\n")
@@ -119,6 +122,9 @@ def test_a_cloze_run_end_to_end(cloze_root: Path, monkeypatch, tmp_path: Path, t
     assert result.record.metrics["acc"] == sum(row["greedy"] for row in rows) / 5
     assert result.record.metrics["perplexity"] == pytest.approx(math.exp(-np.mean([r["loglikelihood"] for r in rows])))
     assert set(result.record.stderr) == {"acc", "perplexity"}
+    target_bytes = sum(len(f" {row['target']}".encode()) for row in rows)  # the space before each target counts
+    assert result.record.metrics["bits_per_byte"] == pytest.approx(
+        -sum(r["loglikelihood"] for r in rows) / math.log(2) / target_bytes)
     # the first item's target log-likelihood, recomputed in full: its demonstration, then the passage
     context = "a good film with warm acting\n\nthe cat sat on the"
     ids, target = lm.tokenizer(context)["input_ids"], lm.tokenizer(" mat")["input_ids"]
@@ -133,7 +139,7 @@ def test_a_cloze_run_end_to_end(cloze_root: Path, monkeypatch, tmp_path: Path, t
 def test_a_cloze_task_names_only_its_metrics(cloze_root: Path, monkeypatch, tmp_path: Path, tiny_llama_dir: Path,
                                              harness_env: dict) -> None:
     monkeypatch.setenv("HARNESS_PATH", str(cloze_root))
-    with pytest.raises(HarnessError, match="a cloze task's metrics are acc, perplexity; not macro_f1"):
+    with pytest.raises(HarnessError, match="a cloze task's metrics are acc, perplexity, bits_per_byte; not macro_f1"):
         run_in_process("task=toycloze", f"model={tiny_llama_dir}", "task.metrics=[acc,macro_f1]",
                        f"output_dir={tmp_path}")
 

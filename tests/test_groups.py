@@ -50,14 +50,18 @@ def test_a_broken_group_file_is_named_with_its_problem(text: str, name: str, mes
 
 
 def test_the_group_average_by_hand() -> None:
-    """Each task counts once with the metric the group names for it; an entry missing a task gets none."""
-    rows = [("a", "t1", 0.5, 0.6), ("a", "t2", 0.2, 0.4), ("b", "t1", 0.7, 0.1)]
-    summary = pd.DataFrame([{"model": model, "task": task, "acc_mean": acc, "acc_norm_mean": norm}
-                            for model, task, acc, norm in rows])
-    group = TaskGroup("pair", "", {"t1": "acc", "t2": "acc_norm"})
-    board = tables.leaderboard(summary, ["task", "model"], "acc", [group]).set_index("model")
+    """Each task counts once with the metric the group names for it, whatever metric the report ranks by (t3 is
+    a short-answer task: exact_match only); an entry missing a task gets none."""
+    nan = float("nan")
+    rows = [("a", "t1", 0.5, 0.6, nan), ("a", "t2", 0.2, 0.4, nan), ("a", "t3", nan, nan, 0.3),
+            ("b", "t1", 0.7, 0.1, nan)]
+    summary = pd.DataFrame([{"model": model, "task": task, "acc_mean": acc, "acc_norm_mean": norm,
+                             "exact_match_mean": match} for model, task, acc, norm, match in rows])
+    groups = [TaskGroup("pair", "", {"t1": "acc", "t2": "acc_norm"}), TaskGroup("qa", "", {"t1": "acc", "t3": "exact_match"})]
+    board = tables.leaderboard(summary, ["task", "model"], "acc", groups).set_index("model")
     assert board.at["a", "pair average"] == pytest.approx((0.5 + 0.4) / 2)
-    assert pd.isna(board.at["b", "pair average"])
+    assert board.at["a", "qa average"] == pytest.approx((0.5 + 0.3) / 2)
+    assert pd.isna(board.at["b", "pair average"]) and pd.isna(board.at["b", "qa average"])
 
 
 def test_a_group_run_and_its_report(tmp_path: Path, harness_env: dict, tiny_model_dir: Path, task_root: Path) -> None:

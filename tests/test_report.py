@@ -254,7 +254,7 @@ def test_a_setting_older_records_lack_does_not_split_them(tmp_path: Path, capsys
     (["missing"], "error: results directory '{root}/missing' does not exist"),
     (["empty"], "error: no valid run records in '{root}/empty'"),
     (["results", "tsk=toy"], "error: unknown filter key 'tsk'"),
-    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes)"),
+    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes, exact_match)"),
     (["results", "task=sst2"], "error: no run has task=sst2 (values: toy)"),
     (["results", "group=task,flavour"], "error: cannot group by 'flavour'"),
     (["results", "--verbose"], "error: unknown flag '--verbose'"),

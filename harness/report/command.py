@@ -22,7 +22,8 @@ report.md, report.tex, report.html (sortable tables and plots) and CSV files to 
 
 options:
   metric=NAME                what the comparison, leaderboard and plots use: accuracy, macro_f1 (classification),
-                             acc, acc_norm, acc_bytes (multiple choice); default: accuracy, else acc
+                             acc, acc_norm, acc_bytes (multiple choice, cloze), exact_match
+                             (short answers); default: accuracy, else acc, else exact_match
   group=KEY,KEY,...          what a row stands for (default: task,model,method,template,scorer,calibration,shots);
                              e.g. group=task,model,method,shots pools templates. scorer, calibration and any
                              setting that differs between otherwise identical runs are always added

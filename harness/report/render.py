@@ -16,7 +16,8 @@ import pandas as pd
 from harness.report.tables import METRICS
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
-                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)", "perplexity": "perplexity", "ece": "ECE",
+                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)",
+                "exact_match": "exact match", "perplexity": "perplexity", "ece": "ECE",
                 "uncalibrated_accuracy": "uncalibrated accuracy", "uncalibrated_ece": "uncalibrated ECE"}
 
 

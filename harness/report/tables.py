@@ -26,7 +26,7 @@ from harness.report.stats import (
 )
 
 # what metric= chooses (higher is better for each): classification, then multiple choice (harness/multiple_choice.py)
-METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes")
+METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match")
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
 Predictions = Callable[[str], "pd.DataFrame | None"]  # run directory -> id, gold, prediction per item
@@ -124,21 +124,33 @@ def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str,
         long.append(frame.assign(rank=means.rank(ascending=False, method="min"), win_rate=win_rates(means)))
     if not long:
         return pd.DataFrame(columns=["rank", *entry_keys, "tasks", "mean_win_rate"])
+    averages = _group_averages(summary_table, entry_keys, task_groups) if "task" in group else {}
     rows = []
-    for _, frame in pd.concat(long).groupby("entry", sort=False):
+    for entry, frame in pd.concat(long).groupby("entry", sort=False):
         row = frame.iloc[0][entry_keys].to_dict()
-        row.update(tasks=len(frame), mean_win_rate=frame["win_rate"].mean())
-        by_task = frame.set_index("task")
-        for task_group in task_groups:
-            if set(task_group.metrics) <= set(by_task.index):
-                row[f"{task_group.name} average"] = float(np.mean(
-                    [by_task.at[task, f"{name}_mean"] for task, name in task_group.metrics.items()]))
+        row.update(tasks=len(frame), mean_win_rate=frame["win_rate"].mean(), **averages.get(entry, {}))
         for task, score, rank in zip(frame["task"], frame[f"{metric}_mean"], frame["rank"]):
             row.update({f"{task} {metric}": score, f"{task} rank": int(rank)})
         rows.append(row)
     table = pd.DataFrame(rows)
     table.insert(0, "rank", table["mean_win_rate"].rank(ascending=False, method="min"))
     return table.sort_values("rank", na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _group_averages(summary_table: pd.DataFrame, entry_keys: list[str],
+                    task_groups: Sequence[TaskGroup]) -> dict[str, dict[str, float]]:
+    """Per entry, "<group> average" for each task group it ran every task of, each task with the group's metric
+    for it (whatever metric the report ranks by: a short-answer task has exact_match, not acc)."""
+    entries = summary_table[entry_keys].astype(str).agg("|".join, axis=1)
+    averages: dict[str, dict[str, float]] = {}
+    for entry, frame in summary_table.groupby(entries, sort=False):
+        by_task = frame.set_index("task")
+        for task_group in task_groups:
+            values = [by_task[f"{name}_mean"].get(task, np.nan) if f"{name}_mean" in by_task else np.nan
+                      for task, name in task_group.metrics.items()]
+            if not np.isnan(values).any():
+                averages.setdefault(entry, {})[f"{task_group.name} average"] = float(np.mean(values))
+    return averages
 
 
 def _method_side(key: str) -> bool:
