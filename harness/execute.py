@@ -123,7 +123,7 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
     total = len(selection.examples)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
-        header = {"journal": 2, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
+        header = {"journal": 3, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
         if config.rerun and not journals:
             (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)  # rerun=true: from the start
         journals.append(Journal(plan.run_dir / JOURNAL_FILE, header))

@@ -24,6 +24,12 @@ class ScoringRequest:
     continuation_ids: tuple[tuple[int, ...], ...]  # per label
     demo_ids: tuple[str, ...]  # the demonstrations actually in the context
     dropped_demos: int
+    instruction: str = ""  # the text before the demonstrations (MMLU's names the subject)
+
+    @property
+    def prefix_group(self) -> tuple[str, ...]:
+        """Requests with the same instruction and demonstrations share a prefix, computed once (harness/scoring.py)."""
+        return (self.instruction, *self.demo_ids)
 
 
 def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:
@@ -56,6 +62,7 @@ def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: 
                 continuation_ids=tuple(continuations),
                 demo_ids=prompt.demo_ids[dropped:],
                 dropped_demos=dropped,
+                instruction=prompt.instruction,
             )
         )
     return requests

@@ -2,8 +2,9 @@
 
 Rank classification, computed in three nested levels so that nothing shared is run twice:
 
-1. the prefix shared by a group of requests (instruction + demonstrations: the longest common
-   token prefix of their contexts, plus a soft prompt after prompt tuning) runs once per group;
+1. the prefix shared by a group of requests (those with the same instruction and demonstrations: the
+   longest common token prefix of their contexts, plus a soft prompt after prompt tuning) runs once
+   per group; at 0 shots MMLU's items form a group per subject, whose instruction names it;
 2. each request's own context tokens (the query) run once, on top of the prefix; the query's last
    position gives the next-token distribution that scores every single-token verbalizer at once;
 3. multi-token verbalizers run only their own tokens, on top of the query's keys and values, one
@@ -81,7 +82,7 @@ def score_requests(
     forwarded = sum(journal.tokens.values()) if journal is not None else 0
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
-        groups[request.demo_ids].append(index)
+        groups[request.prefix_group].append(index)
     with tqdm(total=len(requests), initial=len(done), unit="ex", desc="scoring", disable=not progress,
               dynamic_ncols=True) as bar:
         for members in groups.values():

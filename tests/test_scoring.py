@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,7 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
         continuation_ids=tuple(tuple(lm.tokenizer(c)["input_ids"]) for c in prompt.continuations),
         demo_ids=(),
         dropped_demos=0,
+        instruction="Rate the reviews.\n\n",
     )
 
 
@@ -157,3 +159,20 @@ def test_prefix_query_boundary_sees_the_same_tokens(lm: LanguageModel, separator
     for prompt, scores in zip(prompts, cached):
         for label, continuation in enumerate(prompt.continuations):
             assert scores.logprobs[label] == pytest.approx(_reference_logprob(lm, prompt.context(), continuation), abs=1e-4)
+
+
+def test_requests_with_their_own_instruction_share_it_with_their_group_only(lm: LanguageModel) -> None:
+    """0-shot MMLU: the instruction names the subject, so each subject's items share it; scores stay exact."""
+    prompts = [
+        Prompt(example_id=f"{subject}{i}", instruction=f"Questions about {subject}, with their answers.\n\n",
+               demonstrations=(), demo_ids=(), query=f"Q: {question}\nA:", continuations=(" yes", " no way"))
+        for subject in ("cats and dogs", "the history of tea") for i, question in enumerate(["Why?", "Is it so?"])]
+    requests = build_requests(prompts, lm)
+    scores, stats = score_requests(lm, requests, batch_size=4, progress=False)
+    for prompt, score in zip(prompts, scores):
+        for continuation, value in zip(prompt.continuations, score.logprobs):
+            assert value == pytest.approx(_reference_logprob(lm, prompt.context(), continuation), abs=1e-4)
+    _, one_group = score_requests(lm, [replace(r, instruction="") for r in requests], batch_size=4, progress=False)
+    instruction_tokens = [len(lm.tokenizer(p.instruction)["input_ids"]) for p in prompts[::2]]
+    # each subject's instruction runs once, not once per item (one group of all four shares almost nothing)
+    assert stats.tokens_forwarded <= one_group.tokens_forwarded - min(instruction_tokens) + 4
