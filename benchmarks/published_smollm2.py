@@ -32,7 +32,7 @@ LMEVAL_SAME_WEIGHTS = {"piqa": 64.31}  # lm-evaluation-harness 0.4.13 on the pac
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hellaswag-subsample", type=int, default=2000)
+    parser.add_argument("--hellaswag-subsample", type=int, default=500)
     parser.add_argument("--output-dir", type=Path, default=Path("/tmp/published"))
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
