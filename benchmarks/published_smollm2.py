@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from common import REPO, run_logged
+
 from harness.report.load import read_run
 
 # task -> (metric, published 0-shot figure of the base SmolLM2-135M-Instruct, in %)
