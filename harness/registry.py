@@ -30,21 +30,21 @@ def search_roots() -> list[Path]:
     return extra + [BUILTIN_ROOT]
 
 
-def task_files() -> dict[str, Path]:
-    """Task name -> YAML file; earlier roots shadow later ones."""
+def _yaml_files(folder: str) -> dict[str, Path]:
+    """Name -> YAML file in `folder` under each root; earlier roots shadow later ones."""
     found: dict[str, Path] = {}
     for root in reversed(search_roots()):
-        for path in sorted((root / "tasks").glob("*.yaml")):
+        for path in sorted((root / folder).glob("*.yaml")):
             found[path.stem] = path
     return dict(sorted(found.items()))
+
+
+def task_files() -> dict[str, Path]:
+    return _yaml_files("tasks")
 
 
 def template_files(task: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root in reversed(search_roots()):
-        for path in sorted((root / "prompts" / task).glob("*.yaml")):
-            found[path.stem] = path
-    return dict(sorted(found.items()))
+    return _yaml_files(f"prompts/{task}")
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,7 @@ class TaskGroup:
 
 
 def group_files() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root in reversed(search_roots()):
-        for path in sorted((root / "groups").glob("*.yaml")):
-            found[path.stem] = path
-    return dict(sorted(found.items()))
+    return _yaml_files("groups")
 
 
 def load_group(name: str) -> TaskGroup:
