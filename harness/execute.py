@@ -212,11 +212,13 @@ def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_s
                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A cloze task: the log-likelihood of each item's right continuation, and whether it is the greedy one."""
     config = plan.config
-    result = score_choices(lm, plan.template, selection.examples, selection.shown, batch_size, config.prefix_cache,
+    # only the right continuation is scored (a row may list several): one request with one continuation per item
+    targets = [replace(example, choices=(example.choices[example.gold],), gold=0) for example in selection.examples]
+    result = score_choices(lm, plan.template, targets, selection.shown, batch_size, config.prefix_cache,
                            progress, open_journal)
     golds = [example.gold for example in selection.examples]
-    loglikelihoods = [scores[gold] for scores, gold in zip(result.loglikelihoods, golds)]
-    greedy = [flags[gold] for flags, gold in zip(result.greedy, golds)]
+    loglikelihoods = [scores[0] for scores in result.loglikelihoods]
+    greedy = [flags[0] for flags in result.greedy]
     predictions = [gold if is_greedy else NO_LABEL for gold, is_greedy in zip(golds, greedy)]
     return Predicted(
         requests=result.requests, predictions=predictions,
@@ -224,7 +226,7 @@ def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_s
                  for example, value, is_greedy in zip(selection.examples, loglikelihoods, greedy)],
         probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
         inference_tokens=result.inference_tokens, chosen={"acc": predictions}, loglikelihoods=loglikelihoods,
-        target_bytes=[len(texts[gold].encode("utf-8")) for texts, gold in zip(result.continuations, golds)],
+        target_bytes=[len(texts[0].encode("utf-8")) for texts in result.continuations],
     )
 
 

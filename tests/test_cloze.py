@@ -102,7 +102,9 @@ def cloze_root(tmp_path: Path) -> Path:
         "default_template: plain\nmetrics: [acc, perplexity, bits_per_byte]\n"
         f"data_dir: {root / 'data'}\n"
         "files:\n  splits: {test: test.jsonl}\n"
-        "  columns: {context: \"text.split(' ')[:-1] | join(' ')\", choices: \"[text.split(' ')[-1]]\", gold: '0'}\n")
+        # a row may list several continuations: only the gold one (here the second) is the target
+        "  columns: {context: \"text.split(' ')[:-1] | join(' ')\", choices: \"['zzz', text.split(' ')[-1]]\", "
+        "gold: '1'}\n")
     (root / "prompts" / "toycloze").mkdir(parents=True)
     (root / "prompts" / "toycloze" / "plain.yaml").write_text('example: "{{ context }} {{ answer }}"\n')
     return root
@@ -118,7 +120,7 @@ def test_a_cloze_run_end_to_end(cloze_root: Path, monkeypatch, tmp_path: Path, t
     lm = load_language_model(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
     for row, expected_demo in zip(rows, ["test-1"] + ["test-0"] * 4):  # first_n, never the item itself
         assert row["demo_ids"] == [expected_demo]
-        assert (row["prediction"] == "0") == row["greedy"]
+        assert (row["prediction"] == "1") == row["greedy"]
     assert result.record.metrics["acc"] == sum(row["greedy"] for row in rows) / 5
     assert result.record.metrics["perplexity"] == pytest.approx(math.exp(-np.mean([r["loglikelihood"] for r in rows])))
     assert set(result.record.stderr) == {"acc", "perplexity"}
