@@ -40,6 +40,22 @@ class LanguageModel:
         return 0
 
     @property
+    def layer_types(self) -> tuple[str, ...]:
+        """Attention kind of each layer when the model names them ("full_attention", "sliding_attention")."""
+        return tuple(getattr(self.model.config, "layer_types", None) or ())
+
+    @property
+    def sliding_window(self) -> int | None:
+        """Positions a sliding-window layer sees (itself included), if any layer has such a window."""
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        if not window or getattr(config, "use_sliding_window", True) is False:
+            return None
+        if self.layer_types and "sliding_attention" not in self.layer_types:
+            return None
+        return int(window)
+
+    @property
     def token_window(self) -> int:
         """Tokens a prompt may use: the context window less the soft prompt."""
         return self.max_length - (0 if self.soft_prompt is None else self.soft_prompt.shape[0])

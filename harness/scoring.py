@@ -160,13 +160,16 @@ def _shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
 def _encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> SharedPrefix | None:
     """Keys and values of the soft prompt (prompt tuning), if any, followed by `ids`."""
     input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
+    # A cache without the model's config keeps every layer's keys whole: one built from a config with sliding-window
+    # layers (Gemma 3, Mistral) would keep only each window's last positions, and the prefix is read by queries
+    # that end at different places. The windows themselves are applied by the masks (_attention_mask).
     if lm.soft_prompt is None:
         if not ids:
             return None
-        output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        output = lm.model(input_ids=input_ids, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     else:
         embeddings = torch.cat([lm.soft_prompt[None], lm.model.get_input_embeddings()(input_ids)], dim=1)
-        output = lm.model(inputs_embeds=embeddings, use_cache=True, logits_to_keep=1)
+        output = lm.model(inputs_embeds=embeddings, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     return SharedPrefix([(layer.keys, layer.values) for layer in output.cache.layers])
 
 
@@ -257,8 +260,7 @@ def _score_batch(
     for start in range(0, len(stems), len(batch)):  # at most as many stem rows at once as query rows
         chunk = stems[start : start + len(batch)]
         rows = torch.tensor([row for row, _, _ in chunk])
-        cache = DynamicCache(ddp_cache_data=[(keys[rows], values_[rows]) for keys, values_ in query_cache],
-                             config=lm.model.config)
+        cache = DynamicCache(ddp_cache_data=[(keys[rows], values_[rows]) for keys, values_ in query_cache])
         stem_inputs = [stem for _, stem, _ in chunk]
         _, stem_logits, _ = _forward(lm, cache, stem_inputs, [0] * len(chunk), span=max(map(len, stem_inputs)),
                                      cache_mask=query_mask[rows])
@@ -308,10 +310,35 @@ def _forward(
     position_ids = cache_mask.sum(dim=1, keepdim=True) + torch.arange(width)  # real tokens before each one
     output = lm.model(
         input_ids=input_ids.to(lm.device),
-        attention_mask=attention_mask.to(lm.device),
+        attention_mask=_attention_mask(lm, cache_mask, input_mask, position_ids),
         position_ids=position_ids.to(lm.device),
-        cache=cache,
+        cache=DynamicCache() if cache is None else cache,  # whole keys on every layer (see _encode_prefix)
         use_cache=True,
         logits_to_keep=keep.to(lm.device),
     )
     return attention_mask, output.logits, [(layer.keys, layer.values) for layer in output.cache.layers]
+
+
+def _attention_mask(
+    lm: LanguageModel, cache_mask: torch.Tensor, input_mask: torch.Tensor, position_ids: torch.Tensor
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The padding mask over cache + inputs; for a model with sliding-window layers, the 4D masks themselves.
+
+    transformers measures a sliding window in cache slots, and a cache here may hold padding between a row's
+    query and its continuations (level 3): counted as distance, it would hide keys a full recompute sees. So
+    the windows are drawn here from the real positions (True: attend), one mask per layer type when the
+    model names them (Gemma 3), else one for all layers (Mistral).
+    """
+    padding = torch.cat([cache_mask, input_mask], dim=1)
+    if lm.sliding_window is None:
+        return padding.to(lm.device)
+    cached, width = cache_mask.shape[1], input_mask.shape[1]
+    in_order = torch.arange(cached + width)[None, :] <= (cached + torch.arange(width))[:, None]  # (query, key) slots
+    attend = padding.bool()[:, None, :] & in_order[None]
+    key_positions = torch.cat([cache_mask.cumsum(dim=1) - 1, position_ids], dim=1)
+    near = position_ids[:, :, None] - key_positions[:, None, :] < lm.sliding_window
+    # A padding query's output is never read, but a row that attends to nothing would turn into NaN and
+    # reach the next layer through its keys and values; it keeps its full view.
+    windowed = attend & (near | ~input_mask.bool()[:, :, None])
+    masks = {"full_attention": attend[:, None].to(lm.device), "sliding_attention": windowed[:, None].to(lm.device)}
+    return masks if lm.layer_types else masks["sliding_attention"]

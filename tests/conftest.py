@@ -96,6 +96,31 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir:
     return target
 
 
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """A randomly initialised 3-layer Gemma 3 (two sliding-window layers of 8 positions, then a global one; one
+    key-value head) whose tokenizer prepends BOS by itself, as Gemma's does: every test prompt is longer than
+    the window."""
+    import torch
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    bos = tokenizer.bos_token
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.bos_token_id)])
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                              sliding_window=8, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.eos_token_id)
+    target = tmp_path_factory.mktemp("models") / "tiny-gemma3"
+    Gemma3ForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))

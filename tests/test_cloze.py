@@ -56,11 +56,13 @@ def _greedy_tokens(lm: LanguageModel, context: list[int], steps: int) -> list[in
     return ids[len(context):]
 
 
-@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_greedy_flag_equals_a_full_recompute(architecture: str, tiny_model_dir: Path, tiny_llama_dir: Path) -> None:
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma3"])
+def test_greedy_flag_equals_a_full_recompute(architecture: str, tiny_model_dir: Path, tiny_llama_dir: Path,
+                                             tiny_gemma3_dir: Path) -> None:
     """Single- and multi-token targets, greedy or not at the first, a middle or the last token, stems shared
-    between targets; the same flags whatever the batch size and with or without the prefix cache."""
-    model_dir = tiny_model_dir if architecture == "gpt2" else tiny_llama_dir
+    between targets; the same flags whatever the batch size and with or without the prefix cache (Gemma 3:
+    contexts longer than its sliding window)."""
+    model_dir = {"gpt2": tiny_model_dir, "llama": tiny_llama_dir, "gemma3": tiny_gemma3_dir}[architecture]
     lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     vocabulary = lm.model.config.vocab_size
     requests, expected = [], []

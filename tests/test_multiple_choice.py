@@ -233,16 +233,16 @@ def mc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reference(lm, context: str, continuation: str) -> float:
     context_ids = lm.tokenizer(context)["input_ids"]
-    ids = torch.tensor([context_ids + lm.tokenizer(continuation)["input_ids"]])
+    continuation_ids = lm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logprobs = torch.log_softmax(lm.model(ids).logits[0].double(), dim=-1)
-    return sum(logprobs[len(context_ids) - 1 + i, token].item()
-               for i, token in enumerate(lm.tokenizer(continuation)["input_ids"]))
+        logprobs = torch.log_softmax(lm.model(torch.tensor([context_ids + continuation_ids])).logits[0].double(), dim=-1)
+    return sum(logprobs[len(context_ids) - 1 + i, token].item() for i, token in enumerate(continuation_ids))
 
 
+@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
 @pytest.mark.parametrize("template_name", ["qa", "blank"])
-def test_option_scores_equal_a_full_recompute(template_name: str, mc_root: Path, monkeypatch, tiny_llama_dir: Path,
-                                              ) -> None:
+def test_option_scores_equal_a_full_recompute(template_name: str, architecture: str, mc_root: Path, monkeypatch,
+                                              tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> None:
     monkeypatch.setenv("HARNESS_PATH", str(mc_root))
     task = _task("toymc")
     items = load_split(task, "test")
@@ -250,7 +250,8 @@ def test_option_scores_equal_a_full_recompute(template_name: str, mc_root: Path,
         items = [item for item in items if "_" in item.fields["question"]]
     template = load_template(task, template_name)
     demos = [[items[-1]] if item is not items[-1] else [items[0]] for item in items]
-    lm = load_language_model(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
+    model_dir = tiny_llama_dir if architecture == "llama" else tiny_gemma3_dir
+    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False)
     for item, shown, scores in zip(items, demos, result.loglikelihoods):
         if template_name == "blank":  # partial scoring: the same continuation after each option

@@ -15,10 +15,11 @@ from harness.prompts import Prompt
 from harness.scoring import score_requests
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def lm(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_llama_dir: Path) -> LanguageModel:
-    """Both position schemes: GPT-2's learned absolute positions and Llama's rotary ones."""
-    model_dir = tiny_model_dir if request.param == "gpt2" else tiny_llama_dir
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gemma3"])
+def lm(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> LanguageModel:
+    """GPT-2's learned absolute positions, Llama's rotary ones, and Gemma 3's sliding-window layers (every
+    prompt here is longer than its window of 8) with a BOS its tokenizer adds."""
+    model_dir = {"gpt2": tiny_model_dir, "llama": tiny_llama_dir, "gemma3": tiny_gemma3_dir}[request.param]
     return load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
 
 
@@ -35,8 +36,8 @@ def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
 
 def _reference_logprob(lm: LanguageModel, context: str, continuation: str) -> float:
     """Plain full recompute, one token at a time: log p(continuation | context)."""
-    context_ids = lm.tokenizer(context)["input_ids"]
-    continuation_ids = lm.tokenizer(continuation)["input_ids"]
+    context_ids = lm.tokenizer(context)["input_ids"]  # with BOS where the tokenizer adds it (Gemma)
+    continuation_ids = lm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([context_ids + continuation_ids])
     with torch.no_grad():
         logprobs = torch.log_softmax(lm.model(ids).logits[0].double(), dim=-1)
@@ -100,12 +101,17 @@ def test_a_test_input_longer_than_the_window_is_an_error_not_a_cut(lm: LanguageM
         build_requests([_prompt("x", "a very long review " * 5)], lm_small)
 
 
-def test_gpt2_gets_no_bos_and_add_bos_prepends_it(lm: LanguageModel) -> None:
-    plain = lm.encode("Text: hi", is_context=True)
-    assert plain[0] != lm.tokenizer.bos_token_id
-    with_bos = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, lm.max_length, add_bos=True)
-    assert with_bos.encode("Text: hi", is_context=True) == [lm.tokenizer.bos_token_id, *plain]
-    assert with_bos.encode(" good", is_context=False) == lm.encode(" good", is_context=False)
+def test_bos_is_the_tokenizers_choice_unless_add_bos_says(lm: LanguageModel) -> None:
+    """GPT-2's and Llama's test tokenizer add nothing; Gemma's prepends BOS. model.add_bos overrides either way,
+    and a continuation never gets one."""
+    words = lm.tokenizer("Text: hi", add_special_tokens=False)["input_ids"]
+    bos = lm.tokenizer.bos_token_id
+    tokenizer_adds_bos = lm.model.config.model_type == "gemma3_text"
+    assert lm.encode("Text: hi", is_context=True) == ([bos] if tokenizer_adds_bos else []) + words
+    for add_bos, expected in ((True, [bos, *words]), (False, words)):
+        variant = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, lm.max_length, add_bos=add_bos)
+        assert variant.encode("Text: hi", is_context=True) == expected
+        assert variant.encode(" good", is_context=False) == lm.tokenizer(" good", add_special_tokens=False)["input_ids"]
 
 
 def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
@@ -113,7 +119,7 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
     [request] = build_requests([prompt], lm)
     assert request == ScoringRequest(
         context_ids=tuple(lm.tokenizer(prompt.context())["input_ids"]),
-        continuation_ids=tuple(tuple(lm.tokenizer(c)["input_ids"]) for c in prompt.continuations),
+        continuation_ids=tuple(tuple(lm.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in prompt.continuations),
         demo_ids=(),
         dropped_demos=0,
         instruction="Rate the reviews.\n\n",
