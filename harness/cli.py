@@ -92,12 +92,13 @@ def _flags_first(arguments: list[str]) -> list[str]:
 
 
 def _expand_model_override(arguments: list[str]) -> list[str]:
-    """`model=<hub id or path>` that names no model config means the generic `hf` config."""
+    """`model=<hub id, directory or .gguf file>` that names no model config means the generic `hf` config."""
     expanded = []
     for argument in arguments:
         key, _, value = argument.partition("=")
         if key == "model" and value and "," not in value and value not in model_names():
-            expanded += ["model=hf", f"model.path={value}", f"model.name={Path(value).name or value}"]
+            name = Path(value).stem if value.lower().endswith(".gguf") else Path(value).name or value
+            expanded += ["model=hf", f"model.path={value}", f"model.name={name}"]
         else:
             expanded.append(argument)
     return expanded

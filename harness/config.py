@@ -154,6 +154,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on CUDA
     max_length: Optional[int] = None  # context window; default from the model config
     add_bos: Optional[bool] = None  # None: whatever the tokenizer does by default
+    licence: Optional[str] = None  # terms the weights come under, recorded in every run's config.yaml
 
 
 @dataclass

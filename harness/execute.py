@@ -26,6 +26,7 @@ from harness.finetune import finetune, load_trained, remove_trained
 from harness.data import Example
 from harness.generation import generate_labels, generate_texts
 from harness.journal import JOURNAL_FILE, Journal
+from harness.memory import PeakMemory
 from harness.metrics import NO_LABEL, cloze_metrics, compute_metrics, matching_answer, standard_error
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
@@ -76,10 +77,11 @@ class Measured:
 
 
 def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
-    lm, training = prepare_model(plan, selection, progress)
-    predicted = predict(plan, selection, lm, progress)
+    with PeakMemory() as memory:
+        lm, training = prepare_model(plan, selection, progress)
+        predicted = predict(plan, selection, lm, progress)
     measured = measure(plan.config.task, plan.labels, selection.examples, predicted)
-    record = write_record(plan, selection, lm, training, predicted, measured, started)
+    record = write_record(plan, selection, lm, training, predicted, measured, started, memory.peak_mb(lm.device))
     return RunResult(run_dir=plan.run_dir, record=record)
 
 
@@ -309,7 +311,7 @@ def _metrics(names: Sequence[str], chosen: dict[str, list[int]], references: lis
 
 
 def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, training: TrainingRecord | None,
-                 predicted: Predicted, measured: Measured, started: float) -> RunRecord:
+                 predicted: Predicted, measured: Measured, started: float, peak_memory_mb: float) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
     config, labels = plan.config, plan.labels
     choice = config.task.kind.item_answers
@@ -348,6 +350,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
             # what each test query costs at inference: ICL pays for its demonstrations every time
             inference_tokens_per_example=round(predicted.inference_tokens / len(selection.examples), 1),
             examples_resumed=predicted.resumed,
+            peak_memory_mb=peak_memory_mb,
         ),
         training=training,
         calibration_scores=predicted.calibration_scores,

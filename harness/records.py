@@ -29,6 +29,7 @@ from typing import Any, Iterable
 RECORD_FORMAT = 2
 # Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun")
+MODEL_HASH_EXCLUDED = ("licence",)  # the model's own settings that are only a note
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
@@ -78,6 +79,9 @@ class Cost:
     tokens_scored_per_s: float | None
     inference_tokens_per_example: float  # one pass over the context plus every label's tokens
     examples_resumed: int  # scored by an earlier, interrupted process of this run (from its journal)
+    # the most memory in use while the model loaded, trained and scored (MiB): CUDA's peak allocation, else the
+    # process's resident set; None in records written before it was measured
+    peak_memory_mb: float | None = None
 
 
 # Measured per process, so they differ between an interrupted-and-resumed run and an uninterrupted one.
@@ -158,6 +162,7 @@ class RunRecord:
 
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = {key: value for key, value in config.items() if key not in HASH_EXCLUDED}
+    relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

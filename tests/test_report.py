@@ -39,7 +39,7 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
               task: str = "toy", model: str = "m", template: str = "plain", macro_f1: float | None = None,
               tokens: float = 200.0, training: dict | None = None, config: dict | None = None,
               calibration: str = "none", ece: float | None = None, uncalibrated: dict | None = None,
-              inputs: dict | None = None) -> Path:
+              inputs: dict | None = None, stderr: dict | None = None, cost: dict | None = None) -> Path:
     """A run record as harness.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
     settings = {"task": {"name": task}, "model": {"name": model, "path": f"/models/{model}"},
                 "method": {"name": method, "save_weights": True}, "template": None, "shots": shots, "seed": seed,
@@ -59,11 +59,13 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
     record = RunRecord(
         task=task, model=model, method=method, template=template, shots=shots, seed=seed, scorer="rank",
         calibration=calibration, demos=settings["demos"], run_key=key, inputs=hashes, n=10,
-        metrics=metrics | ({"ece": ece} if ece is not None else {}), stderr={}, by=None, uncalibrated=uncalibrated,
+        metrics=metrics | ({"ece": ece} if ece is not None else {}), stderr=stderr or {}, by=None,
+        uncalibrated=uncalibrated,
         demo_ids=[],
         train_ids=[], examples_with_dropped_demos=0, predictions_sha256=sha256_text(predictions),
-        cost=Cost(wall_time_s=1.0, scoring_time_s=0.5, tokens_scored=100, tokens_forwarded=100,
-                  tokens_scored_per_s=200.0, inference_tokens_per_example=tokens, examples_resumed=0),
+        cost=Cost(**{"wall_time_s": 1.0, "scoring_time_s": 0.5, "tokens_scored": 100, "tokens_forwarded": 100,
+                     "tokens_scored_per_s": 200.0, "inference_tokens_per_example": tokens, "examples_resumed": 0,
+                     **(cost or {})}),
         training=TrainingRecord(**training) if training else None, calibration_scores=None, environment={},
     )
     (run_dir / "metrics.json").write_text(record.to_json())

@@ -13,6 +13,7 @@ from harness.errors import HarnessError
 from harness.records import write_text_atomic
 from harness.registry import group_files, load_group
 from harness.report import plots, render, tables
+from harness.report.board import ModelBoard, model_boards
 from harness.report.load import IDENTITY, as_text, load_predictions, load_records
 
 USAGE = """usage: python -m harness report [results_dir] [key=value ...]
@@ -33,7 +34,8 @@ filters (a comma means any of):
   or any config key: demos=balanced method.steps=32
 """
 OPTIONS = ("metric", "group", "out")
-FILES = ("report.md", "report.tex", "report.html", "summary.csv", "comparison.csv", "leaderboard.csv", "runs.csv")
+FILES = ("report.md", "report.tex", "report.html", "summary.csv", "comparison.csv", "leaderboard.csv", "runs.csv",
+         "models.csv")
 
 
 @dataclass
@@ -72,6 +74,7 @@ def report_command(arguments: list[str]) -> int:
     comparison = tables.comparison(runs, settings, group, options.metric, predictions)
     task_groups = [load_group(name) for name in group_files()]
     leaderboard = tables.leaderboard(summary, group, options.metric, task_groups)
+    boards = model_boards(runs, task_groups, options.metric, lru_cache(maxsize=None)(load_predictions))
     # keys with one value in every row are said once, above the tables, rather than in a column each
     constant = {key: summary[key].iloc[0] for key in group
                 if len(summary) > 1 and summary[key].nunique(dropna=False) == 1}
@@ -81,19 +84,22 @@ def report_command(arguments: list[str]) -> int:
              + f"; metric: {options.metric}"
              + ("; every row has " + ", ".join(f"{k}={as_text(v)}" for k, v in constant.items()) if constant else "")
              + ".")
-    parts = render.sections(summary, comparison, leaderboard, keys, options.metric)
+    parts = render.board_sections(boards) + render.sections(summary, comparison, leaderboard, keys, options.metric)
     figures = [render.Figure(caption, png) for caption, png in (
         (f"{render.METRIC_NAMES[options.metric]} against k, ± one standard deviation over seeds",
          plots.metric_vs_shots(summary, group, options.metric)),
         ("Fine-tuning minus ICL, with 95% paired-bootstrap intervals",
          plots.finetuning_vs_icl(comparison, group, options.metric)),
+        ("Each model's average over the leaderboard's tasks against the wall time of its runs",
+         plots.score_vs_cost(boards)),
     ) if png is not None]
 
     markdown = render.markdown(title, intro, parts)
     out = options.out or options.results_dir / "report"
     outputs = (markdown, render.latex(title, parts), render.html_page(title, intro, parts, figures),
                *(frame.to_csv(index=False) for frame in (summary, comparison, leaderboard,
-                                                         pd.concat([runs, settings.add_prefix("config.")], axis=1))))
+                                                         pd.concat([runs, settings.add_prefix("config.")], axis=1),
+                                                         _boards_frame(boards))))
     try:
         for name, text in zip(FILES, outputs):
             write_text_atomic(out / name, text)
@@ -103,6 +109,12 @@ def report_command(arguments: list[str]) -> int:
     print(markdown, end="")
     print(f"report written to {out}/ ({', '.join(FILES)})", file=sys.stderr)
     return 0
+
+
+def _boards_frame(boards: list[ModelBoard]) -> pd.DataFrame:
+    """The leaderboards across models as one table (models.csv): a row per model and k."""
+    frames = [board.table.assign(shots=board.shots) for board in boards]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["rank", "model", "shots"])
 
 
 def parse_arguments(arguments: list[str]) -> ReportOptions:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.report.board import ModelBoard
 from harness.report.render import METRIC_NAMES
 
 PANEL_COLUMNS = 3
@@ -63,6 +64,29 @@ def finetuning_vs_icl(comparison: pd.DataFrame, group: list[str], metric: str) -
             ax.set_xticks(range(len(lines)), [label for label, _ in lines], rotation=20, ha="right")
         ax.set(title=" · ".join(map(str, keys)) or "all tasks", xlabel="k (shots)" if "shots" in group else "",
                ylabel=f"{METRIC_NAMES[metric]}: fine-tuning - ICL")
+    return _png(figure)
+
+
+def score_vs_cost(boards: list[ModelBoard]) -> bytes | None:
+    """Each model's average over the leaderboard's tasks against the wall time its runs took (log scale): a
+    marker per k, a label per model. Up and to the left is better."""
+    points = [(board.shots, row) for board in boards for row in board.table.itertuples(index=False)
+              if not math.isnan(row.average)]
+    if not points:
+        return None
+    figure = Figure(figsize=PANEL_SIZE, layout="constrained")
+    ax = figure.subplots()
+    for marker, board in zip("osD^v<>p*", boards):
+        rows = board.table[board.table["average"].notna()]
+        if rows.empty:
+            continue
+        ax.scatter(rows["wall_time_s"], rows["average"], marker=marker, label=f"{board.shots}-shot")
+        for model, x, y in zip(rows["model"], rows["wall_time_s"], rows["average"]):
+            ax.annotate(str(model), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    ax.set_xscale("log")
+    ax.set(xlabel="wall time of the model's runs (s, log scale)", ylabel="average over the tasks",
+           title="score against cost")
+    ax.legend(fontsize="small")
     return _png(figure)
 
 

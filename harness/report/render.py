@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.report.board import ModelBoard
 from harness.report.tables import METRICS
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
@@ -66,6 +67,46 @@ LEADERBOARD_EXPLANATION = (
     "ordered by mean win rate, as HELM does: on each task, the share of the other entries an entry beats "
     "(a tie counts half), averaged over the tasks it was run on."
 )
+
+
+BOARD_EXPLANATION = (
+    "One row per model: per task, its main metric ({metrics}) as the mean over its ICL runs at k={shots} ± the "
+    "standard error over test items, and its rank; the average over the tasks (each task once) and HELM's mean "
+    "win rate; the cost of its runs (wall time and tokens forwarded summed over the tasks, the largest peak "
+    "memory){finetuning}. Ranks only separate what the test set separates: a model's rank is 1 + the number of "
+    "models better than it with a 95% paired-bootstrap interval above zero (2,000 resamples of the items both "
+    "scored; for the average, every task's items at once), so models no test tells apart share a rank."
+)
+
+
+def board_sections(boards: list[ModelBoard]) -> list[Section]:
+    parts = []
+    for board in boards:
+        table = board.table
+        text = pd.DataFrame({"rank": table["rank"].map(lambda rank: "-" if math.isnan(rank) else f"{rank:.0f}"),
+                             "model": table["model"].astype(str)})
+        text["average"] = table["average"].map(_number)
+        text["mean win rate"] = table["mean_win_rate"].map(_number)
+        for task in board.metrics:
+            text[task] = [
+                "-" if math.isnan(score) else f"{score:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}") + f" ({rank:.0f})"
+                for score, se, rank in zip(table[task], table[f"{task} se"], table[f"{task} rank"])
+            ]
+        text["wall s"] = table["wall_time_s"].map(lambda value: _number(value, 1))
+        text["tokens forwarded"] = table["tokens_forwarded"].map(lambda value: _number(value, 0))
+        text["peak MiB"] = table["peak_memory_mb"].map(lambda value: _number(value, 0))
+        if "best_finetuning" in table:
+            text["best fine-tuning"] = [
+                "-" if math.isnan(value) else f"{value:.3f} ({method})"
+                for value, method in zip(table["best_finetuning"], table["best_finetuning_method"])
+            ]
+        metrics = ", ".join(f"{task}: {METRIC_NAMES[name]}" for task, name in board.metrics.items())
+        finetuning = ("; best fine-tuning: the fine-tuning method with the best average over the same tasks, "
+                      f"trained on the same k={board.shots} examples") if "best_finetuning" in table else ""
+        parts.append(Section(f"Leaderboard across models, {board.shots}-shot",
+                             BOARD_EXPLANATION.format(metrics=metrics, shots=board.shots, finetuning=finetuning),
+                             text, 2))
+    return parts
 
 
 def _summary_explanation(summary: pd.DataFrame) -> str:

@@ -88,17 +88,33 @@ def paired_bootstrap(
     the interval is the uncertainty due to the test set, not to the choice of seeds (that spread is
     the summary's std over seeds).
     """
+    observed, draws = bootstrap_differences(metric, gold, icl, finetuned, np.random.default_rng(seed), resamples)
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return observed, float(low), float(high)
+
+
+def bootstrap_differences(
+    metric: str, gold: np.ndarray, first: np.ndarray, second: np.ndarray, rng: np.random.Generator,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, np.ndarray]:
+    """second minus first in `metric` (mean over the rows, paired runs), observed and in each of `resamples`
+    draws of the test items with replacement (the same draw for every row)."""
     def difference(weights: np.ndarray) -> np.ndarray:
-        per_pair = [weighted_metric(metric, weights, g, f) - weighted_metric(metric, weights, g, i)
-                    for g, i, f in zip(gold, icl, finetuned)]
+        per_pair = [weighted_metric(metric, weights, g, s) - weighted_metric(metric, weights, g, f)
+                    for g, f, s in zip(gold, first, second)]
         return np.mean(per_pair, axis=0)
 
     items = gold.shape[1]
-    rng = np.random.default_rng(seed)
     draws = [difference(rng.multinomial(items, np.full(items, 1 / items), size=size).astype(float))
              for size in _chunks(resamples, 250)]  # bounded memory for large test sets
-    low, high = np.nanpercentile(np.concatenate(draws), [2.5, 97.5])
-    return float(difference(np.ones((1, items)))[0]), float(low), float(high)
+    return float(difference(np.ones((1, items)))[0]), np.concatenate(draws)
+
+
+def separable_ranks(better: np.ndarray) -> np.ndarray:
+    """Ranks that only separate what a test separates: better[i, j] is True when entry j is significantly
+    better than entry i; entry i's rank is 1 + the number of entries significantly better than it, so entries
+    no test tells apart share a rank."""
+    return 1 + better.sum(axis=1)
 
 
 def _chunks(total: int, size: int) -> list[int]:

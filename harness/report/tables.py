@@ -81,7 +81,7 @@ def comparison(runs: pd.DataFrame, settings: pd.DataFrame, group: list[str], met
     pairs = runs[runs["method"] != "icl"].merge(icl, on=pair_keys, suffixes=("", "_icl"))
     rows = []
     for keys, frame in pairs.groupby(group, sort=False, dropna=False):
-        arrays = _paired_items(frame, predictions)
+        arrays = paired_items(frame, predictions)
         row = dict(zip(group, keys))
         row.update(pairs=len(frame), seeds=frame["seed"].nunique(), items=np.nan,
                    icl=frame[f"{metric}_icl"].mean(), finetuned=frame[metric].mean())
@@ -158,9 +158,10 @@ def _method_side(key: str) -> bool:
     return key.startswith("method.") or key == "eval_shots"
 
 
-def _paired_items(pairs: pd.DataFrame, predictions: Predictions) -> tuple[np.ndarray, ...] | None:
-    """gold, ICL and fine-tuned label indices: one row per pair, one column per test item (ABSENT where a
-    pair lacks it). None when a run has no predictions.jsonl."""
+def paired_items(pairs: pd.DataFrame, predictions: Predictions) -> tuple[np.ndarray, ...] | None:
+    """gold, then the label indices of the runs in run_dir_icl and in run_dir (ICL and fine-tuned; or two models):
+    one row per pair, one column per test item (ABSENT where a pair lacks it). None when a run has no
+    predictions.jsonl."""
     joined = []
     for finetuned_dir, icl_dir in zip(pairs["run_dir"], pairs["run_dir_icl"]):
         finetuned, icl = predictions(finetuned_dir), predictions(icl_dir)
