@@ -202,3 +202,4 @@ class RunConfig:
     device: Device = Device.auto
     output_dir: str = "results"
     rerun: bool = False  # run again even if output_dir holds a complete record of this config
+    lmeval_results: bool = False  # also write the run in lm-evaluation-harness's results layout (its lm-eval/ folder)

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 RECORD_FORMAT = 2
 # Settings that cannot change a run's numbers: they do not enter the run key.
-HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun")
+HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
 MODEL_HASH_EXCLUDED = ("licence",)  # the model's own settings that are only a note
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 

@@ -7,12 +7,14 @@ without loading anything. The model stages are in harness/execute.py.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.plan import RECORD_FILE, RunResult, choose_inputs, plan_run, start_run_dir
+from harness.lmeval_results import write_lmeval_results
+from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunResult, choose_inputs, plan_run, start_run_dir
 from harness.records import RecordError, RunRecord
 
 
@@ -20,12 +22,18 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     started = time.perf_counter()
     plan = plan_run(config)  # settings, template, data, every input's hash and the run key: no model yet
     if plan.complete and not config.rerun:  # complete: an interrupted sweep resumes, a repeated command is free
-        return reused(plan.run_dir)
-    selection = choose_inputs(plan)  # each test item's demonstrations, the fine-tuning set
-    start_run_dir(plan)  # config.yaml written: the output directory is writable
-    from harness.execute import execute  # torch and transformers: only once a model must run
+        result = reused(plan.run_dir)
+    else:
+        selection = choose_inputs(plan)  # each test item's demonstrations, the fine-tuning set
+        start_run_dir(plan)  # config.yaml written: the output directory is writable
+        from harness.execute import execute  # torch and transformers: only once a model must run
 
-    return execute(plan, selection, started, progress)  # model -> predictions -> metrics -> record
+        result = execute(plan, selection, started, progress)  # model -> predictions -> metrics -> record
+    if config.lmeval_results:
+        write_lmeval_results(plan.run_dir, result.record, plan.resolved,
+                             {example.id: dict(example.fields) for example in plan.examples},
+                             read_predictions(plan.run_dir))
+    return result
 
 
 def reused(run_dir: Path) -> RunResult:
@@ -35,3 +43,8 @@ def reused(run_dir: Path) -> RunResult:
     except (OSError, UnicodeDecodeError, RecordError) as error:
         raise HarnessError(f"the record {path} cannot be read ({error}): move it away or run with rerun=true") from None
     return RunResult(run_dir=run_dir, record=record, reused=True)
+
+
+def read_predictions(run_dir: Path) -> list[dict]:
+    text = (run_dir / PREDICTIONS_FILE).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -39,7 +39,8 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
               task: str = "toy", model: str = "m", template: str = "plain", macro_f1: float | None = None,
               tokens: float = 200.0, training: dict | None = None, config: dict | None = None,
               calibration: str = "none", ece: float | None = None, uncalibrated: dict | None = None,
-              inputs: dict | None = None, stderr: dict | None = None, cost: dict | None = None) -> Path:
+              inputs: dict | None = None, stderr: dict | None = None, cost: dict | None = None,
+              metric: str = "accuracy") -> Path:
     """A run record as harness.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
     settings = {"task": {"name": task}, "model": {"name": model, "path": f"/models/{model}"},
                 "method": {"name": method, "save_weights": True}, "template": None, "shots": shots, "seed": seed,
@@ -55,7 +56,8 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
              "dropped_demos": 0} for n, (item, gold) in enumerate(zip(ITEMS, GOLD))]
     predictions = jsonl_text(rows)
     (run_dir / "predictions.jsonl").write_text(predictions)
-    metrics = {"accuracy": len(correct) / 10, "macro_f1": macro_f1 or len(correct) / 10}
+    metrics = ({"accuracy": len(correct) / 10, "macro_f1": macro_f1 or len(correct) / 10} if metric == "accuracy"
+               else {metric: len(correct) / 10})  # a multiple-choice task's acc
     record = RunRecord(
         task=task, model=model, method=method, template=template, shots=shots, seed=seed, scorer="rank",
         calibration=calibration, demos=settings["demos"], run_key=key, inputs=hashes, n=10,

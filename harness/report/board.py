@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.registry import TaskGroup
-from harness.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_differences, separable_ranks, win_rates
+from harness.report.stats import ABSENT, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_differences, separable_ranks, win_rates
 from harness.report.tables import paired_items
 
 # what a leaderboard cell can show: the means over items, higher is better
@@ -84,8 +84,8 @@ def _board(icl: pd.DataFrame, finetuned: pd.DataFrame, metrics: dict[str, str], 
     average = score.mean(axis=1).where(complete)
     task_better, average_better = _separations(icl, models, metrics, score, average, predictions, resamples)
     table = pd.DataFrame({"model": models, "average": average.to_numpy()})
-    table["mean_win_rate"] = pd.concat([win_rates(score[task].dropna()) for task in tasks], axis=1).mean(axis=1)[
-        models].to_numpy()
+    table["mean_win_rate"] = pd.concat([win_rates(score[task].dropna()) for task in tasks], axis=1).mean(
+        axis=1).reindex(models).to_numpy()
     for task in tasks:
         table[task], table[f"{task} se"] = score[task].to_numpy(), error[task].to_numpy()
         scored = score[task].notna().to_numpy()
@@ -143,13 +143,16 @@ def _separations(icl: pd.DataFrame, models: list[str], metrics: dict[str, str], 
 def _pairs(icl: pd.DataFrame, first: str, second: str, task: str, metric: str,
            predictions: PredictionsByMetric) -> tuple[np.ndarray, ...] | None:
     """gold, first's and second's predictions on the items both scored, one row per pair of runs with the same
-    template and seed; None when no run pairs up or one has no per-item predictions."""
+    template and seed; None when no run pairs up, one has no per-item predictions, or they share no item (an
+    lm-evaluation-harness file numbers its items, the harness names them)."""
     runs = icl[icl["task"] == task]
     pairs = runs[runs["model"] == second].merge(runs[runs["model"] == first], on=["template", "seed"],
                                                 suffixes=("", "_icl"))
     if pairs.empty:
         return None
-    return paired_items(pairs, lambda run_dir: predictions(run_dir, metric))
+    arrays = paired_items(pairs, lambda run_dir: predictions(run_dir, metric))
+    shared = arrays is not None and bool((arrays[0] != ABSENT).any())  # none when the runs name items differently
+    return arrays if shared else None
 
 
 def _best_finetuning(finetuned: pd.DataFrame, metrics: dict[str, str],

@@ -29,11 +29,13 @@ options:
                              e.g. group=task,model,method,shots pools templates. scorer, calibration and any
                              setting that differs between otherwise identical runs are always added
   out=DIR                    where the files go (default: results_dir/report)
+  lmeval=PATH,PATH,...       lm-evaluation-harness results files (or folders holding them) to put beside the runs;
+                             those under results_dir (outside run directories) are read anyway
 filters (a comma means any of):
   task=sst2 model=gpt2 method=icl,lora shots=4,8 seed=1,2 template=... scorer=... calibration=...
   or any config key: demos=balanced method.steps=32
 """
-OPTIONS = ("metric", "group", "out")
+OPTIONS = ("metric", "group", "out", "lmeval")
 FILES = ("report.md", "report.tex", "report.html", "summary.csv", "comparison.csv", "leaderboard.csv", "runs.csv",
          "models.csv")
 
@@ -44,6 +46,7 @@ class ReportOptions:
     metric: str | None = None  # None: accuracy, or acc where only multiple-choice runs recorded one
     group: list[str] | None = None  # None: tables.DEFAULT_GROUP
     out: Path | None = None  # None: results_dir / "report"
+    lmeval: list[Path] = field(default_factory=list)  # lm-evaluation-harness results files or folders
     filters: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -52,7 +55,7 @@ def report_command(arguments: list[str]) -> int:
         print(USAGE, end="")
         return 0
     options = parse_arguments(arguments)
-    records = load_records(options.results_dir)
+    records = load_records(options.results_dir, options.lmeval)
     if records.incomplete:
         print(f"note: {records.incomplete} run directories in {options.results_dir} have no metrics.json (still "
               "running, or interrupted): left out", file=sys.stderr)
@@ -139,6 +142,8 @@ def parse_arguments(arguments: list[str]) -> ReportOptions:
             options.group = [part.strip() for part in value.split(",") if part.strip()]
         elif key == "out":
             options.out = Path(value)
+        elif key == "lmeval":
+            options.lmeval = [Path(part.strip()) for part in value.split(",") if part.strip()]
         else:
             options.filters[key] = [part.strip() for part in value.split(",")]
     return options

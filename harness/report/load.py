@@ -14,12 +14,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import yaml
 
 from harness.errors import HarnessError
+from harness.lmeval_results import is_imported, iter_imports, load_samples
 from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
@@ -53,9 +54,14 @@ class Records:
     skipped: list[Skipped]  # complete-looking records left out, and why
 
 
-def load_records(results_dir: Path) -> Records:
+def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Records:
+    """The harness's run records under results_dir, and as runs too the tasks of lm-evaluation-harness results
+    files found there (outside run directories) or in lmeval_paths."""
     if not results_dir.is_dir():
         raise HarnessError(f"results directory '{results_dir}' does not exist")
+    missing = [path for path in lmeval_paths if not path.exists()]
+    if missing:
+        raise HarnessError(f"lm-evaluation-harness results '{missing[0]}' do not exist")
     directories = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     complete = [d for d in directories if (d / "metrics.json").is_file()]
     loaded: list[tuple[Path, RunRecord, dict[str, str]]] = []
@@ -70,13 +76,17 @@ def load_records(results_dir: Path) -> Records:
         loaded.append((run_dir, record, settings))
     loaded, superseded = _newest_inputs(loaded)
     skipped += superseded
-    if not loaded:
+    imported, problems = iter_imports(results_dir, lmeval_paths)
+    skipped += [Skipped(problem.path, problem.reason) for problem in problems]
+    if not loaded and not imported:
         reasons = f"; left out: {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         raise HarnessError(f"no valid run records in '{results_dir}' (a run directory holds metrics.json once its run "
                            f"is complete){reasons}")
     incomplete = sum(1 for d in set(directories) - set(complete) if RUN_DIR_NAME.search(d.name))
-    return Records(runs=pd.DataFrame([_run_row(d, r) for d, r, _ in loaded]),
-                   settings=pd.DataFrame([s for _, _, s in loaded]).fillna(ABSENT_SETTING),
+    rows = [_run_row(d, r) for d, r, _ in loaded] + [_imported_row(row) for row in imported]
+    settings = [s for _, _, s in loaded] + [{} for _ in imported]
+    return Records(runs=pd.DataFrame(rows),
+                   settings=pd.DataFrame(settings, index=range(len(rows))).fillna(ABSENT_SETTING),
                    incomplete=incomplete, skipped=skipped)
 
 
@@ -104,6 +114,8 @@ def read_run(run_dir: Path) -> RunRecord:
 def load_predictions(run_dir: str, metric: str = "accuracy") -> pd.DataFrame | None:
     """id, gold and prediction (a label name, or None when a generation named no label) per test item; for a
     multiple-choice run, the option `metric` chose (acc, acc_norm or acc_bytes), as text like gold."""
+    if is_imported(run_dir):
+        return load_samples(run_dir, metric)
     path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
         return None
@@ -159,6 +171,19 @@ def _run_row(run_dir: Path, record: RunRecord) -> dict[str, Any]:
         **{key: training.get(key) for key in TRAINING_COLUMNS},
         "run_key": record.run_key,
         "run_dir": str(run_dir),
+    }
+
+
+def _imported_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An lm-evaluation-harness task as a run row: what its file says, NaN for what it does not record."""
+    return {
+        **{key: row[key] for key in IDENTITY},
+        **{key: row["metrics"].get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        **{key: None for key in UNCALIBRATED},
+        **{f"{key}_se": row["stderr"].get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        "n": row["n"], "wall_time_s": row["wall_time_s"], "tokens_forwarded": None, "peak_memory_mb": None,
+        "inference_tokens_per_example": None, **{key: None for key in TRAINING_COLUMNS},
+        "run_key": row["run_key"], "run_dir": row["run_dir"],
     }
 
 
