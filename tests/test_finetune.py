@@ -36,11 +36,12 @@ def _scores(lm: LanguageModel, template, examples) -> list[float]:
     return [value for s in scores for value in s.logprobs]
 
 
-@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma3"])
 @pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning", "bitfit", "full"])
 def test_training_loss_goes_down_and_outputs_change(method: str, architecture: str, harness_env: dict,
-                                                     tiny_model_dir: Path, tiny_llama_dir: Path) -> None:
-    model_dir = tiny_model_dir if architecture == "gpt2" else tiny_llama_dir
+                                                     tiny_model_dir: Path, tiny_llama_dir: Path,
+                                                     tiny_gemma3_dir: Path) -> None:
+    model_dir = {"gpt2": tiny_model_dir, "llama": tiny_llama_dir, "gemma3": tiny_gemma3_dir}[architecture]
     task, template, lm, train, test = _setup(model_dir)
     before = _scores(lm, template, test)
     config = MethodConfig(name=method, learning_rate=HIGH_RATES[method], steps=12, batch_size=12, warmup_ratio=0.0)

@@ -3,6 +3,10 @@ best fine-tuning, on synthetic records of ten items per task whose answers are c
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ from harness.registry import TaskGroup
 from harness.report.board import main_metrics, model_boards
 from harness.report.load import load_predictions, load_records
 from harness.report.stats import separable_ranks
-from test_report import report, write_run
+from test_report import BROWSERS, report, write_run
 
 # (task, model) -> items right at k=0. t1: a and b differ on one item (no test separates them), c is far
 # behind; t2: a and b right on the same items.
@@ -106,7 +110,43 @@ def test_the_report_shows_the_board_in_every_format(results: Path, capsys: pytes
     assert "| 1 | a | 0.900 | 0.875 | 1.000 ± 0.100 (1) | 0.800 ± 0.080 (1) | 20.0 | 2,000 | 901 |" in out
     written = results / "report"
     assert "Leaderboard across models, 0-shot" in (written / "report.tex").read_text()
-    assert "score against cost" not in (written / "report.html").read_text()  # the plot is an image
     assert "wall time of its runs" in (written / "report.html").read_text()
     models = pd.read_csv(written / "models.csv")
     assert list(models["model"]) == ["a", "b", "c"] and set(models["shots"]) == {0}
+
+
+BOARD_CHECK = """
+<script>
+window.addEventListener("load", () => {
+  const table = document.querySelector("table.sortable");
+  const header = Array.from(table.tHead.rows[0].cells).find(th => th.textContent === "peak MiB");
+  header.click();
+  const out = document.createElement("pre");
+  out.id = "browser-check";
+  out.textContent = JSON.stringify({
+    title: document.querySelector("h2").textContent,
+    models: Array.from(table.tBodies[0].rows).map(row => row.cells[1].textContent),
+    images: Array.from(document.images).map(img => [img.alt, img.complete && img.naturalWidth > 100]),
+  });
+  document.body.append(out);
+});
+</script>
+"""
+
+
+def test_the_board_sorts_in_a_headless_browser(results: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if browser is None:
+        pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
+    assert report(capsys, str(results))[0] == 0
+    probe = tmp_path / "probe.html"
+    probe.write_text((results / "report" / "report.html").read_text().replace("</body>", BOARD_CHECK + "</body>"))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", probe.as_uri()], check=False, capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="browser-check">(.*?)</pre>', done.stdout)
+    assert found, done.stderr[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    assert result["title"] == "Leaderboard across models, 0-shot"
+    assert result["models"] == ["c", "b", "a"]  # ascending peak memory
+    assert ["Each model's average over the leaderboard's tasks against the wall time of its runs", True] in result[
+        "images"]
