@@ -74,16 +74,18 @@ def write_lmeval_results(run_dir: Path, record: RunRecord, resolved: dict[str, A
                                                       "name": record.model},
                    "batch_size": resolved.get("batch_size"), "device": record.environment.get("device"),
                    "limit": resolved.get("limit"), "random_seed": record.seed, "fewshot_seed": record.seed},
-        "git_hash": None,
+        "git_hash": record.environment.get("git_commit"),
         "date": time.time(),
-        "transformers_version": record.environment.get("packages", {}).get("transformers"),
+        "transformers_version": record.environment.get("versions", {}).get("transformers"),
         "lm_eval_version": None,
-        "harness_version": record.environment.get("packages", {}).get("harness"),
+        "harness_version": record.environment.get("versions", {}).get("harness"),
         "model_name": record.model,
         "model_name_sanitized": record.model.replace("/", "__"),
         "total_evaluation_time_seconds": str(record.cost.wall_time_s),
     }
     folder = run_dir / FOLDER
+    for earlier in folder.glob("*_*.json*") if folder.is_dir() else ():  # the files of an earlier write: replaced
+        earlier.unlink()
     results_file = folder / f"results_{stamp}.json"
     samples = [_sample(index, row, fields.get(row["id"], {}), record) for index, row in enumerate(rows)]
     write_text_atomic(folder / f"samples_{task}_{stamp}.jsonl", jsonl_text(samples))

@@ -341,4 +341,8 @@ def _attention_mask(
     # reach the next layer through its keys and values; it keeps its full view.
     windowed = attend & (near | ~input_mask.bool()[:, :, None])
     masks = {"full_attention": attend[:, None].to(lm.device), "sliding_attention": windowed[:, None].to(lm.device)}
+    other = sorted(set(lm.layer_types) - set(masks))
+    if other:  # chunked or linear attention: no mask here says what a full recompute sees
+        raise HarnessError(f"model '{lm.name}' has {other[0]} layers; exact scoring supports full and sliding-window "
+                           "attention")
     return masks if lm.layer_types else masks["sliding_attention"]

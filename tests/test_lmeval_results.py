@@ -14,7 +14,7 @@ from harness.lmeval_results import find_results_files, load_samples, read_result
 from harness.report.load import load_records
 from test_report import report, write_run
 
-# written by lm-evaluation-harness 0.4.13 (benchmarks/lmeval_fixture.py): SmolLM2-135M-Instruct on 10 COPA items
+# written by lm-evaluation-harness 0.4.13 (benchmarks/lmeval_files.py): SmolLM2-135M-Instruct on 10 COPA items
 LMEVAL_FILES = REPO / "tests" / "data" / "lmeval-0.4.13"
 
 
@@ -38,8 +38,13 @@ def test_a_run_written_in_the_lmeval_layout_reads_back_the_same(tiny_model_dir: 
     assert len(samples) == len(predictions) == result.record.n
     assert [s["acc"] for s in samples] == [float(p["prediction"] == p["gold"]) for p in predictions]
     assert set(reference_sample_keys()) - {"arguments", "prompt_hash"} <= set(samples[0])
+    assert payload["transformers_version"] == result.record.environment["versions"]["transformers"]
     # files inside a run directory repeat its record: the report does not read them a second time
     assert find_results_files(tmp_path) == []
+    # the same command again: nothing is scored, the files are written anew
+    again = run_in_process("task=toy", f"model={tiny_model_dir}", "shots=2", "lmeval_results=true",
+                           f"output_dir={tmp_path}")
+    assert again.reused and len(list((result.run_dir / "lm-eval").glob("results_*.json"))) == 1
 
 
 def reference_sample_keys() -> list[str]:
