@@ -3,10 +3,6 @@ best fine-tuning, on synthetic records of ten items per task whose answers are c
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +13,7 @@ from harness.registry import TaskGroup
 from harness.report.board import main_metrics, model_boards
 from harness.report.load import load_predictions, load_records
 from harness.report.stats import separable_ranks
-from test_report import BROWSERS, report, write_run
+from test_report import in_headless_browser, report, write_run
 
 # (task, model) -> items right at k=0. t1: a and b differ on one item (no test separates them), c is far
 # behind; t2: a and b right on the same items.
@@ -135,17 +131,8 @@ window.addEventListener("load", () => {
 
 
 def test_the_board_sorts_in_a_headless_browser(results: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
-    if browser is None:
-        pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
     assert report(capsys, str(results))[0] == 0
-    probe = tmp_path / "probe.html"
-    probe.write_text((results / "report" / "report.html").read_text().replace("</body>", BOARD_CHECK + "</body>"))
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--dump-dom", probe.as_uri()], check=False, capture_output=True, text=True, timeout=120)
-    found = re.search(r'<pre id="browser-check">(.*?)</pre>', done.stdout)
-    assert found, done.stderr[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"'))
+    result = in_headless_browser((results / "report" / "report.html").read_text(), BOARD_CHECK, tmp_path)
     assert result["title"] == "Leaderboard across models, 0-shot"
     assert result["models"] == ["c", "b", "a"]  # ascending peak memory
     assert ["Each model's average over the leaderboard's tasks against the wall time of its runs", True] in result[

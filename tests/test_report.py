@@ -363,23 +363,29 @@ window.addEventListener("load", () => {
 """
 
 
-def test_html_page_in_a_headless_browser(results: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def in_headless_browser(page: str, script: str, tmp_path: Path) -> dict:
+    """Load the report page with `script` added in headless Chromium; what the script wrote into #browser-check.
+    Skips where no browser is installed."""
     browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
     if browser is None:
         pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
-    write_run(results, method="icl", shots=8, seed=1, correct=set(range(7)))  # a second k for the plot's x axis
-    code, _, err = report(capsys, results)
-    assert code == 0, err
-    page = (results / "report" / "report.html").read_text()
-    assert "http://" not in page and "https://" not in page  # self-contained: works offline
     probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    probe.write_text(page.replace("</body>", script + "</body>"))
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
                            "--dump-dom", probe.as_uri()], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.search(r'<pre id="browser-check">(.*?)</pre>', done.stdout)
     assert found, done.stdout[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"'))
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+def test_html_page_in_a_headless_browser(results: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    write_run(results, method="icl", shots=8, seed=1, correct=set(range(7)))  # a second k for the plot's x axis
+    code, _, err = report(capsys, results)
+    assert code == 0, err
+    page = (results / "report" / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: works offline
+    result = in_headless_browser(page, CHECK_SCRIPT, tmp_path)
     assert result["tables"] == 3
     assert result["methods"] == ["lora", "icl", "icl"]  # sorted by accuracy, descending
     assert result["accuracy"] == ["0.850 ± 0.071", "0.700 ± 0.183", "0.700"]
