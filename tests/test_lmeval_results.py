@@ -67,6 +67,10 @@ def test_lmeval_files_sit_beside_the_runs_on_the_leaderboard(tmp_path: Path, cap
     code, out, _ = report(capsys, str(results))
     assert code == 0 and "## Leaderboard across models, 5-shot" in out
     board = out.split("## Leaderboard across models, 5-shot")[1].split("\n## ")[0]
+    lm_eval_row = next(line for line in board.splitlines() if "(lm-eval 0.4.13)" in line)
+    # the file times its one task; tokens and memory are not in it
+    seconds = float(json.loads(next(LMEVAL_FILES.glob("results_*.json")).read_text())["total_evaluation_time_seconds"])
+    assert lm_eval_row.endswith(f"| {seconds:.1f} | - | - |")
     # no item pairs the file's (numbered) with the runs' (named): the three are ordered by their scores
     assert [line.split(" | ")[1] for line in board.splitlines() if line.startswith("| ") and "---" not in line][1:] == [
         "a", "smollm2-135m (lm-eval 0.4.13)", "b"]

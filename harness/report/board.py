@@ -92,7 +92,9 @@ def _board(icl: pd.DataFrame, finetuned: pd.DataFrame, metrics: dict[str, str], 
         ranks = np.full(len(models), np.nan)
         ranks[scored] = separable_ranks(task_better[task][np.ix_(scored, scored)])
         table[f"{task} rank"] = ranks
-    per_task = icl.groupby(["model", "task"])[["wall_time_s", "tokens_forwarded"]].mean().groupby("model").sum()
+    # NaN, not 0, where nothing was measured (an imported lm-evaluation-harness file times all its tasks at once)
+    per_task = icl.groupby(["model", "task"])[["wall_time_s", "tokens_forwarded"]].mean().groupby("model").sum(
+        min_count=1)
     table["wall_time_s"] = per_task["wall_time_s"].reindex(models).to_numpy()
     table["tokens_forwarded"] = per_task["tokens_forwarded"].reindex(models).to_numpy()
     table["peak_memory_mb"] = icl.groupby("model")["peak_memory_mb"].max().reindex(models).to_numpy()
