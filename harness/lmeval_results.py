@@ -30,7 +30,6 @@ from harness.records import RunRecord, jsonl_text, write_json, write_text_atomic
 from harness.registry import read_task_file, task_files
 
 FOLDER = "lm-eval"
-LAYOUT_VERSION = "0.4.13"  # the lm-evaluation-harness release whose files these match (bench extra)
 SOURCE_MARK = "::"  # run_dir of an imported task: "<results file>::<task>"
 TEMPLATE = "lm-eval"
 # the harness's metric names -> lm-evaluation-harness's (the others are spelled the same)

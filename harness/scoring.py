@@ -310,7 +310,7 @@ def _forward(
     position_ids = cache_mask.sum(dim=1, keepdim=True) + torch.arange(width)  # real tokens before each one
     output = lm.model(
         input_ids=input_ids.to(lm.device),
-        attention_mask=_attention_mask(lm, cache_mask, input_mask, position_ids),
+        attention_mask=_attention_mask(lm, attention_mask, cache_mask, input_mask, position_ids),
         position_ids=position_ids.to(lm.device),
         cache=DynamicCache() if cache is None else cache,  # whole keys on every layer (see _encode_prefix)
         use_cache=True,
@@ -320,16 +320,16 @@ def _forward(
 
 
 def _attention_mask(
-    lm: LanguageModel, cache_mask: torch.Tensor, input_mask: torch.Tensor, position_ids: torch.Tensor
+    lm: LanguageModel, padding: torch.Tensor, cache_mask: torch.Tensor, input_mask: torch.Tensor,
+    position_ids: torch.Tensor,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
-    """The padding mask over cache + inputs; for a model with sliding-window layers, the 4D masks themselves.
+    """`padding` (the mask over cache + inputs) as it is; for a model with sliding-window layers, 4D masks.
 
     transformers measures a sliding window in cache slots, and a cache here may hold padding between a row's
     query and its continuations (level 3): counted as distance, it would hide keys a full recompute sees. So
     the windows are drawn here from the real positions (True: attend), one mask per layer type when the
     model names them (Gemma 3), else one for all layers (Mistral).
     """
-    padding = torch.cat([cache_mask, input_mask], dim=1)
     if lm.sliding_window is None:
         return padding.to(lm.device)
     cached, width = cache_mask.shape[1], input_mask.shape[1]

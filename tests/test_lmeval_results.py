@@ -83,6 +83,7 @@ def test_lmeval_option_and_unreadable_files(tmp_path: Path, capsys: pytest.Captu
     (results / "stray" / "results_x.json").write_text('{"something": "else"}')
     code, out, err = report(capsys, str(results), f"lmeval={LMEVAL_FILES}")
     assert code == 0 and "smollm2-135m (lm-eval 0.4.13)" in out
+    assert "note: 1 task read from lm-evaluation-harness results files" in err
     assert "results_x.json: not an lm-evaluation-harness results file" in err
     code, _, err = report(capsys, str(results), f"lmeval={tmp_path / 'absent'}")
     assert code != 0 and "do not exist" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.lmeval_results import is_imported
 from harness.records import write_text_atomic
 from harness.registry import group_files, load_group
 from harness.report import plots, render, tables
@@ -61,6 +62,10 @@ def report_command(arguments: list[str]) -> int:
               "running, or interrupted): left out", file=sys.stderr)
     for skipped in records.skipped:
         print(f"note: left out {skipped.path}: {skipped.reason}", file=sys.stderr)
+    imported = int(records.runs["run_dir"].map(is_imported).sum())
+    if imported:
+        print(f"note: {imported} task{'s' * (imported != 1)} read from lm-evaluation-harness results files "
+              "(model names end in \"(lm-eval ...)\")", file=sys.stderr)
     runs, settings = _select(records.runs, records.settings, options.filters)
     if options.metric is None:  # the first metric the runs recorded: accuracy, or a multiple-choice task's acc
         options.metric = next((m for m in tables.METRICS if runs[m].notna().any()), tables.METRICS[0])
