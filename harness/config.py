@@ -183,9 +183,12 @@ class RunConfig:
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
     template: Optional[str] = None  # default: the task's default_template; all: every template, one run each
+    label_words: Optional[str] = None  # one of the template's alternative verbalizer sets (its label_words)
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1
+    train_seed: Optional[int] = None  # fine-tuning: the seed of initialisation and batch order (None: seed); seed
+    # alone picks the training examples, so a study can vary one with the other held fixed
     demos: Optional[Demos] = None  # None: the task's default_demos
     demo_ids: Optional[List[str]] = None  # demos=ids: these pool example ids, in this order
     retriever: str = "sentence-transformers/all-MiniLM-L6-v2"  # demos=embedding: the sentence encoder

@@ -75,7 +75,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     config = replace(config, template=config.template or task.default_template, demos=config.demos or task.default_demos)
     check_settings(config)
     check_task(config)
-    template = load_template(task, config.template)
+    template = load_template(task, config.template, config.label_words)
     if task.kind == TaskKind.classify and is_channel(template, task.fields) and config.scorer != Scorer.channel:
         raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
                            "use scorer=channel")
@@ -189,6 +189,10 @@ def check_settings(config: RunConfig) -> None:
         raise HarnessError(f"shots must be >= 0, got {config.shots}")
     if config.seed < 0:
         raise HarnessError(f"seed must be >= 0, got {config.seed}")
+    if config.train_seed is not None and not finetuning:
+        raise HarnessError("train_seed applies to fine-tuning methods (icl trains nothing); seed picks the examples")
+    if config.train_seed is not None and config.train_seed < 0:
+        raise HarnessError(f"train_seed must be >= 0, got {config.train_seed}")
     if config.eval_shots and not finetuning:
         raise HarnessError("eval_shots applies to fine-tuning methods; for icl use shots")
     if not 0 <= config.eval_shots <= config.shots:

@@ -27,7 +27,8 @@ from harness.errors import HarnessError
 from harness.expressions import ENVIRONMENT
 from harness.registry import template_files
 
-TEMPLATE_KEYS = {"description", "instruction", "example", "demonstration", "continuation", "separator", "answer_choices"}
+TEMPLATE_KEYS = {"description", "instruction", "example", "demonstration", "continuation", "separator", "answer_choices",
+                 "label_words"}
 _ANSWER_MARK = "\x00answer\x00"
 # What a template's Jinja may raise on an item it does not fit (`sentence.index('_')` without a blank, ...)
 _RENDER_ERRORS = (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError, AttributeError)
@@ -95,7 +96,9 @@ class Prompt:
         return self.instruction + "".join(self.demonstrations[dropped_demos:]) + self.query
 
 
-def load_template(task: TaskConfig, name: str) -> Template:
+def load_template(task: TaskConfig, name: str, label_words: str | None = None) -> Template:
+    """The template `name` of the task; label_words picks one of its alternative verbalizer sets (its
+    `label_words` mapping: set name -> label -> word) in place of answer_choices."""
     files = template_files(task.name)
     if name not in files:
         known = ", ".join(files) or "none"
@@ -133,16 +136,26 @@ def load_template(task: TaskConfig, name: str) -> Template:
                            f"({', '.join(task.fields)}): every test example would get the same prompt")
     if "continuation" in sources and task.labels:
         raise HarnessError(f"template {path}: `continuation` (partial scoring) is for multiple-choice tasks")
-    if "answer_choices" in spec and not task.labels:
-        raise HarnessError(f"template {path}: answer_choices is for classification tasks; a multiple-choice "
-                           "task's items bring their own options (the task's `choices` column)")
+    if ("answer_choices" in spec or "label_words" in spec) and not task.labels:
+        raise HarnessError(f"template {path}: answer_choices and label_words are for classification tasks; a "
+                           "multiple-choice task's items bring their own options (the task's `choices` column)")
+    alternatives = spec.get("label_words") or {}
+    if not isinstance(alternatives, dict):
+        raise HarnessError(f"template {path}: label_words must map a name to a verbalizer set (label -> word)")
+    for set_name, words in alternatives.items():  # every set is checked, whichever the run uses
+        _verbalizers(task, words, f"{path.name} (label_words {set_name})")
+    if label_words is not None and label_words not in alternatives:
+        known = ", ".join(map(str, alternatives)) or "none"
+        raise HarnessError(f"template '{name}' of task '{task.name}' has no label_words '{label_words}' "
+                           f"(it has: {known})")
     return Template(
         name=name,
         description=str(spec.get("description", "")),
         instruction=ENVIRONMENT.from_string(sources["instruction"]) if "instruction" in sources else None,
         example=ENVIRONMENT.from_string(sources["example"]),
         separator=str(spec.get("separator", "\n\n")),
-        verbalizers=_verbalizers(task, spec.get("answer_choices"), path.name),
+        verbalizers=_verbalizers(task, alternatives[label_words] if label_words is not None
+                                 else spec.get("answer_choices"), path.name),
         continuation=ENVIRONMENT.from_string(sources["continuation"]) if "continuation" in sources else None,
         demonstration_source=ENVIRONMENT.from_string(sources["demonstration"]) if "demonstration" in sources else None,
         file_sha256=hashlib.sha256(raw).hexdigest(),

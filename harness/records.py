@@ -30,6 +30,9 @@ RECORD_FORMAT = 2
 # Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
 MODEL_HASH_EXCLUDED = ("licence",)  # the model's own settings that are only a note
+# Settings added after records existed: at this value (what every earlier run did) they stay out of the key,
+# so adding them did not orphan a single record.
+KEY_NEUTRAL = {"train_seed": None, "label_words": None}
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
@@ -161,7 +164,8 @@ class RunRecord:
 
 
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
-    relevant = {key: value for key, value in config.items() if key not in HASH_EXCLUDED}
+    relevant = {key: value for key, value in config.items()
+                if key not in HASH_EXCLUDED and not (key in KEY_NEUTRAL and value == KEY_NEUTRAL[key])}
     relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
