@@ -19,9 +19,13 @@ commands:
   list   show tasks, templates and models
   report tables and plots from the run records: python -m harness report [results_dir] [task=sst2 ...];
          `python -m harness report --help` shows its options
+  sensitivity
+         where the variance comes from: runs (or reuses) every combination of demonstration sets, orders,
+         templates, label words, calibration and fine-tuning seeds, then decomposes the variance;
+         `python -m harness sensitivity --help` shows its options
   cache  the downloaded and converted files: python -m harness cache [list | verify | clear NAME]
 """
-COMMANDS = ("run", "list", "report", "cache")
+COMMANDS = ("run", "list", "report", "sensitivity", "cache")
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
@@ -44,6 +48,10 @@ def main(argv: list[str]) -> int:
             from harness.cache import cache_command
 
             return cache_command(rest)
+        if command == "sensitivity":
+            from harness.sensitivity import sensitivity_command
+
+            return sensitivity_command(rest)
         from harness import cli  # imported late: `--help` and typos stay fast
 
         return cli.list_command() if command == "list" else cli.run_command(rest)

@@ -48,6 +48,7 @@ class Template:
     # delimiter before a target that has its own leading space (LAMBADA's demonstrations: "...own,  Shane")
     demonstration_source: jinja2.Template | None = None
     file_sha256: str = ""  # of the template's YAML file: part of the run key
+    label_word_sets: tuple[str, ...] = ()  # the names of its alternative verbalizer sets (label_words=NAME)
 
     def render(self, example: Example, answer: str) -> str:
         return self._render(self.example, example, answer=answer)
@@ -159,6 +160,7 @@ def load_template(task: TaskConfig, name: str, label_words: str | None = None) -
         continuation=ENVIRONMENT.from_string(sources["continuation"]) if "continuation" in sources else None,
         demonstration_source=ENVIRONMENT.from_string(sources["demonstration"]) if "demonstration" in sources else None,
         file_sha256=hashlib.sha256(raw).hexdigest(),
+        label_word_sets=tuple(map(str, alternatives)),
     )
 
 

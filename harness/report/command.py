@@ -13,9 +13,10 @@ from harness.errors import HarnessError
 from harness.lmeval_results import is_imported
 from harness.records import write_text_atomic
 from harness.registry import group_files, load_group
-from harness.report import plots, render, tables
+from harness.report import plots, render, sensitivity, tables
 from harness.report.board import ModelBoard, model_boards
 from harness.report.load import IDENTITY, as_text, load_predictions, load_records
+from harness.study import Study, read_studies
 
 USAGE = """usage: python -m harness report [results_dir] [key=value ...]
 
@@ -92,7 +93,9 @@ def report_command(arguments: list[str]) -> int:
              + f"; metric: {options.metric}"
              + ("; every row has " + ", ".join(f"{k}={as_text(v)}" for k, v in constant.items()) if constant else "")
              + ".")
-    parts = render.board_sections(boards) + render.sections(summary, comparison, leaderboard, keys, options.metric)
+    studies = _studies(options)
+    parts = (render.board_sections(boards) + render.sections(summary, comparison, leaderboard, keys, options.metric)
+             + sensitivity.sections(studies))
     figures = [render.Figure(caption, png) for caption, png in (
         (f"{render.METRIC_NAMES[options.metric]} against k, ± one standard deviation over seeds",
          plots.metric_vs_shots(summary, group, options.metric)),
@@ -100,7 +103,7 @@ def report_command(arguments: list[str]) -> int:
          plots.finetuning_vs_icl(comparison, group, options.metric)),
         ("Each model's average over the leaderboard's tasks against the wall time of its runs",
          plots.score_vs_cost(boards)),
-    ) if png is not None]
+    ) if png is not None] + sensitivity.figures(studies)
 
     markdown = render.markdown(title, intro, parts)
     out = options.out or options.results_dir / "report"
@@ -117,6 +120,26 @@ def report_command(arguments: list[str]) -> int:
     print(markdown, end="")
     print(f"report written to {out}/ ({', '.join(FILES)})", file=sys.stderr)
     return 0
+
+
+def _studies(options: ReportOptions) -> list[sensitivity.StudyResult]:
+    """The sensitivity studies recorded in results_dir/studies (those the task and model filters accept)."""
+    studies, problems = read_studies(options.results_dir)
+    for path, reason in problems:
+        print(f"note: left out {path}: {reason}", file=sys.stderr)
+    results = []
+    for study in studies:
+        if not _accepts(study, options.filters):
+            continue
+        try:
+            results.append(sensitivity.analyse(study))
+        except HarnessError as error:
+            print(f"note: left out the sensitivity study {study.name}: {error}", file=sys.stderr)
+    return results
+
+
+def _accepts(study: Study, filters: dict[str, list[str]]) -> bool:
+    return all(getattr(study, key) in values for key, values in filters.items() if key in ("task", "model"))
 
 
 def _boards_frame(boards: list[ModelBoard]) -> pd.DataFrame:

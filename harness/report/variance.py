@@ -199,7 +199,7 @@ def _resampled_mean(values: np.ndarray, factors: Sequence[Factor], items: np.nda
     """The mean accuracy of one bootstrap draw of configurations (by the design) and of test items."""
     names = [factor.name for factor in factors]
     picks: list[np.ndarray] = []
-    for axis, factor in enumerate(factors):
+    for factor in factors:
         if factor.within is None:
             picks.append(rng.integers(0, factor.levels, size=factor.levels))
         else:  # a fresh draw of this factor's levels under every drawn level of its parent

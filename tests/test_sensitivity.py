@@ -1,0 +1,129 @@
+"""`python -m harness sensitivity`: the design, the dry run, a real study on the tiny model that a second call
+reuses entirely, and its section in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from harness.errors import HarnessError
+from harness.records import Inputs, run_key
+from harness.sensitivity import orders, parse_arguments
+from harness.study import Source, Study
+
+
+def _records(output: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in output.glob("*/metrics.json")}
+
+
+def test_study_runs_once_then_reuses_every_record_and_reports(tmp_path: Path, harness_env: dict,
+                                                              tiny_model_dir: Path) -> None:
+    output = tmp_path / "results"
+    study = ["sensitivity", "task=toy", f"model={tiny_model_dir}", "shots=2", "sets=2", "train_seeds=2",
+             "vary=set,order,train_seed,calibration", "methods=icl,lora", "method.steps=2", f"output_dir={output}"]
+    planned = run_cli(*study, "--dry-run", env=harness_env, cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert "icl: 4 runs (2 sets x 2 orders (within each set)); 0 recorded already, 4 to run" in planned.stdout
+    assert "lora: 4 runs (2 sets x 2 train_seeds); 0 recorded already, 4 to run" in planned.stdout
+    assert "no estimate for icl, lora" in planned.stdout
+    assert not output.exists() or not _records(output)  # a dry run runs nothing
+
+    first = run_cli(*study, env=harness_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = _records(output)
+    assert len(before) == 8  # calibration needs no runs of its own: both conditions come from the same scores
+    assert first.stderr.count("reused from the previous run of this process") == 3  # icl's 4 runs: one load
+    assert "of the variance of 2-shot icl on toy" in first.stdout
+    assert "lora - icl:" in first.stdout and "lora - icl, contextual calibration:" in first.stdout
+
+    again = run_cli(*study, env=harness_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "icl: 4 runs (2 sets x 2 orders (within each set)); 4 recorded already, 0 to run" in again.stdout
+    assert "about" not in again.stdout.split("planned:")[0]  # nothing to estimate
+    assert _records(output) == before  # not one record written again
+    assert "Launching" not in again.stdout + again.stderr  # no multirun at all
+
+    path = next((output / "studies").glob("*.json"))
+    record = Study.from_json(path.read_text())
+    assert [c.name for c in record.conditions] == ["icl", "icl, contextual calibration", "lora",
+                                                   "lora, contextual calibration"]
+    icl = record.conditions[0]
+    assert [f.name for f in icl.factors] == ["set", "order"] and icl.factors[1].levels == ["[0,1]", "[1,0]"]
+    orders_seen = {}
+    for cell in icl.cells:  # each cell is the run of its configuration: its demonstrations in its order
+        demo_ids = json.loads(Path(cell.run_dir, "metrics.json").read_text())["demo_ids"]
+        orders_seen.setdefault(cell.levels[0], []).append(demo_ids)
+    for first_order, second_order in orders_seen.values():
+        assert second_order == first_order[::-1]
+
+    report = run_cli("report", str(output), env=harness_env, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "## Sensitivity: " in report.stdout and "order share" in report.stdout and "item sampling share" in report.stdout
+    assert "## Order spread per demonstration set" in report.stdout
+    assert "## Fine-tuning vs ICL across configurations" in report.stdout
+    page = (output / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 + 3  # shares, strip plot, a heat map per icl condition
+
+
+def test_estimate_comes_from_earlier_runs(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    output = tmp_path / "results"
+    common = ["task=toy", f"model={tiny_model_dir}", "shots=2", f"output_dir={output}"]
+    assert run_cli("run", *common, env=harness_env, cwd=tmp_path).returncode == 0
+    planned = run_cli("sensitivity", *common, "sets=3", "--dry-run", env=harness_env, cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    # seed 1 in its drawn order is not [0,1]: a different run key, so all 6 are still to run
+    assert "icl: 6 runs (3 sets x 2 orders (within each set)); 0 recorded already, 6 to run" in planned.stdout
+    assert "median" in planned.stdout and "over 1 finished icl runs" in planned.stdout
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["seed=3"], "seed is set by the study"),
+    (["vary=order,colour"], "bad vary=order,colour"),
+    (["sets=0"], "bad sets=0"),
+    (["-m"], "unknown flag '-m'"),
+    (["shots=2,4"], "several values"),
+])
+def test_bad_study_arguments_fail_in_one_line(arguments: list[str], message: str) -> None:
+    with pytest.raises(HarnessError, match=message):
+        parse_arguments(arguments)
+
+
+def test_design_errors_are_one_line(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    for arguments, message in (
+        (["shots=1", "vary=order"], "vary=order needs at least 2 shots"),
+        (["vary=label_words"], "template 'plain' of task 'toy' has no label_words"),
+        (["vary=template,label_words"], "label words belong to one template"),
+        (["methods=lora", "vary=order"], "nothing in vary=order varies for method=lora"),
+    ):
+        done = run_cli("sensitivity", "task=toy", f"model={tiny_model_dir}", "shots=2", *arguments, "--dry-run",
+                       env=harness_env, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_orders_are_all_permutations_up_to_four_then_a_fixed_sample() -> None:
+    assert len(orders(4, None)) == 24 and orders(3, None)[0] == (0, 1, 2)
+    assert len(orders(3, 100)) == 6
+    sample = orders(8, None)
+    assert len(sample) == 24 == len(set(sample)) and sample == orders(8, None)  # seeded: the same each time
+    assert all(sorted(p) == list(range(8)) for p in sample)
+    assert orders(8, 5) == sample[:5]
+
+
+def test_new_settings_at_their_default_leave_run_keys_unchanged() -> None:
+    """train_seed and label_words came after records existed: at their default, the key is what it was."""
+    config = {"task": {"name": "t"}, "model": {"name": "m"}, "shots": 4, "seed": 1}
+    digest = Inputs(task_file=None, template_file="a", eval_data="b", demo_data=None, model="c")
+    before = run_key(config, digest)
+    assert run_key({**config, "train_seed": None, "label_words": None}, digest) == before
+    assert run_key({**config, "train_seed": 2}, digest) != before
+    assert run_key({**config, "label_words": "bad_good"}, digest) != before
+
+
+def test_sources_have_phrases() -> None:
+    from harness.study import PHRASES
+
+    assert set(PHRASES) == {source.value for source in Source} - {"calibration"}
