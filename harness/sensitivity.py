@@ -14,6 +14,7 @@ import json
 import math
 import shlex
 import statistics
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def sensitivity_command(arguments: list[str]) -> int:
     if {"-h", "--help"} & set(arguments):
         print(USAGE, end="")
         return 0
+    started = time.perf_counter()
     options = parse_arguments(arguments)
     register_configs()
     base = _compose(options.overrides)
@@ -112,7 +114,10 @@ def sensitivity_command(arguments: list[str]) -> int:
     from harness.report.sensitivity import analyse, summary_text  # pandas, no torch: after the runs
 
     print(summary_text(analyse(study)))
-    print(f"study record: {path} (python -m harness report {base.output_dir} shows it with its plots)")
+    ran = sum(1 for method in options.methods for cell in cells[method] if not cell.complete)
+    print(f"study record: {path} ({ran} runs made, {sum(map(len, cells.values())) - ran} reused, "
+          f"{_duration(time.perf_counter() - started)} in all; python -m harness report {base.output_dir} shows it "
+          "with its plots)")
     return 0
 
 
@@ -301,5 +306,5 @@ def _default_name(base: RunConfig, options: StudyOptions) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 

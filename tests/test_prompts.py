@@ -87,3 +87,41 @@ def test_toy_data_loads_with_label_mapping(harness_env: dict) -> None:
     examples = load_split(_task("toy"), "test")
     assert [e.id for e in examples] == ["te0", "te1", "te2", "te3"]
     assert [e.label for e in examples] == ["pos", "pos", "neg", "neg"]
+
+
+def test_label_words_pick_an_alternative_verbalizer_set(harness_env: dict, tmp_path, monkeypatch) -> None:
+    import os
+
+    prompts = tmp_path / "prompts" / "toy"
+    prompts.mkdir(parents=True)
+    (prompts / "worded.yaml").write_text(
+        'example: "Text: {{ text }}\\nLabel: {{ answer }}"\nanswer_choices: {neg: bad, pos: good}\n'
+        "label_words:\n  awful_great: {neg: awful, pos: great}\n  broken: {neg: awful}\n"
+    )
+    monkeypatch.setenv("HARNESS_PATH", f"{tmp_path}{os.pathsep}{os.environ['HARNESS_PATH']}")
+    task = _task("toy")
+    with pytest.raises(HarnessError, match=r"label_words broken\): answer_choices must give a verbalizer for each"):
+        load_template(task, "worded")  # every set is checked, whichever the run picks
+    (prompts / "worded.yaml").write_text(
+        'example: "Text: {{ text }}\\nLabel: {{ answer }}"\nanswer_choices: {neg: bad, pos: good}\n'
+        "label_words:\n  awful_great: {neg: awful, pos: great}\n"
+    )
+    example = Example("t", {"text": "ok"}, "neg")
+    assert build_prompt(load_template(task, "worded"), [], example).continuations == (" bad", " good")
+    chosen = load_template(task, "worded", "awful_great")
+    assert build_prompt(chosen, [], example).continuations == (" awful", " great")
+    assert chosen.label_word_sets == ("awful_great",)
+    with pytest.raises(HarnessError, match="has no label_words 'nice' \\(it has: awful_great\\)"):
+        load_template(task, "worded", "nice")
+    with pytest.raises(HarnessError, match="has no label_words 'nice' \\(it has: none\\)"):
+        load_template(task, "plain", "nice")
+
+
+def test_train_seed_is_for_fine_tuning_only() -> None:
+    from conftest import compose
+
+    from harness.plan import check_settings
+
+    with pytest.raises(HarnessError, match="train_seed applies to fine-tuning methods"):
+        check_settings(compose("train_seed=2"))
+    check_settings(compose("method=lora", "shots=4", "train_seed=2"))
