@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -53,6 +55,7 @@ def _hydra_app(config: DictConfig) -> None:
     from harness.plan import templates_to_run
     from harness.run import run
 
+    _share_cores_between_parallel_jobs()
     try:
         run_config: RunConfig = OmegaConf.to_object(config)
         results = [run(replace(run_config, template=name)) for name in templates_to_run(run_config)]
@@ -72,6 +75,25 @@ def _hydra_app(config: DictConfig) -> None:
     for result in results:
         reused = " (complete already: not run again; rerun=true forces it)" if result.reused else ""
         print(f"run record: {result.run_dir}{reused}")
+
+
+def _share_cores_between_parallel_jobs() -> None:
+    """Runs the joblib launcher starts side by side get cores // n_jobs threads each (torch's pool and OpenMP):
+    two runs that each take every core spin against each other (OpenMP threads busy-wait)."""
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not a Hydra job (tests calling run directly)
+        return
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return  # one job at a time in this process (basic launcher), or one per node (submitit)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    n_jobs = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib: -1 means every core, -2 all but one
+    threads = max(1, cores // n_jobs)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries that start their pools later
+    import torch  # the run imports it anyway
+
+    torch.set_num_threads(threads)
 
 
 def _flags_first(arguments: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
+import torch
 
 from harness.calibration import expected_calibration_error
 from harness.classify import classify
@@ -373,7 +374,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
         ),
         training=training,
         calibration_scores=predicted.calibration_scores,
-        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch.")),
+        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch."), torch.get_num_threads()),
     )
     try:
         record_text = record.to_json()

@@ -207,15 +207,15 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def environment(device: str, dtype: str) -> dict[str, Any]:
+def environment(device: str, dtype: str, threads: int) -> dict[str, Any]:
     versions = {}
     for package in VERSIONED_PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"device": device, "dtype": dtype, "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions, "git_commit": _git_commit()}
+    return {"device": device, "dtype": dtype, "threads": threads, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}
 
 
 def _git_commit() -> str | None:

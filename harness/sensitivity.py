@@ -109,7 +109,8 @@ def sensitivity_command(arguments: list[str]) -> int:
     study = Study(name=name, task=base.task.name, model=base.model.name, shots=base.shots,
                   command="python -m harness sensitivity " + shlex.join(arguments),
                   conditions=[condition for method in options.methods
-                              for condition in _conditions(method, factors[method], cells[method], calibration)])
+                              for condition in _conditions(method, factors[method], cells[method], calibration,
+                                                           str(base.calibration))])
     path = write_study(Path(base.output_dir), study)
     from harness.report.sensitivity import analyse, summary_text  # pandas, no torch: after the runs
 
@@ -136,10 +137,13 @@ def parse_arguments(arguments: list[str]) -> StudyOptions:
             _set_option(options, key, value)
         else:
             options.overrides.append(argument)
-    swept = {SWEPT[source] for source in SWEPT}
+    varied = options.vary or [Source.set, Source.order, Source.train_seed]  # what design() varies by default
+    set_by_study = {SWEPT[source] for source in varied if source in SWEPT} | {"method"}
+    if Source.calibration in varied:
+        set_by_study.add("calibration")
     for override in options.overrides:
         key = override.partition("=")[0].lstrip("+~")
-        if key in swept or key in ("method", "calibration"):
+        if key in set_by_study:
             raise HarnessError(f"{key} is set by the study (vary=, methods=): leave '{override}' out")
         if "," in override.partition("=")[2] and not override.startswith("hydra"):
             raise HarnessError(f"'{override}' gives several values: a study's sources are named with vary=")
@@ -243,11 +247,15 @@ def plan_cells(method: Method, factors: list[FactorSpec], overrides: list[str], 
     return cells
 
 
-def _conditions(method: Method, factors: list[FactorSpec], cells: list[PlannedCell],
-                calibration: bool) -> list[Condition]:
-    """The decompositions a method's runs give: one, or with calibration=contextual two from the same runs."""
-    variants = [(str(method), False)] if not calibration else [(str(method), False),
-                                                               (f"{method}, contextual calibration", True)]
+def _conditions(method: Method, factors: list[FactorSpec], cells: list[PlannedCell], calibration: bool,
+                fixed_calibration: str) -> list[Condition]:
+    """The decompositions a method's runs give: one (each run's own predictions), or with calibration varied two
+    from the same runs (the scores before and after contextual calibration)."""
+    if calibration:
+        variants = [(str(method), False), (f"{method}, contextual calibration", True)]
+    else:
+        variants = [(str(method) if fixed_calibration == "none" else f"{method}, {fixed_calibration} calibration",
+                     True)]
     return [Condition(name=name, method=str(method), factors=factors,
                       cells=[Cell(levels=cell.levels, run_dir=str(cell.run_dir), calibrated=calibrated)
                              for cell in cells])

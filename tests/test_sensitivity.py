@@ -63,6 +63,7 @@ def test_study_runs_once_then_reuses_every_record_and_reports(tmp_path: Path, ha
     assert report.returncode == 0, report.stderr[-3000:]
     assert "## Sensitivity: " in report.stdout and "order share" in report.stdout and "item sampling share" in report.stdout
     assert "## Order spread per demonstration set" in report.stdout
+    assert "## What calibration removes" in report.stdout and "standard deviation by source: set " in first.stdout
     assert "## Fine-tuning vs ICL across configurations" in report.stdout
     page = (output / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 + 3  # shares, strip plot, a heat map per icl condition
@@ -142,3 +143,12 @@ def test_train_seed_changes_training_but_not_the_training_set(tmp_path: Path, ha
     assert same.training.losses == default.training.losses
     assert other.train_ids == default.train_ids and other.training.losses != default.training.losses
     assert other_set.train_ids != default.train_ids
+
+
+def test_what_the_study_does_not_vary_may_be_set() -> None:
+    options = parse_arguments(["vary=label_words", "template=it_was", "seed=3", "calibration=contextual"])
+    assert options.overrides == ["template=it_was", "seed=3", "calibration=contextual"]
+    with pytest.raises(HarnessError, match="calibration is set by the study"):
+        parse_arguments(["vary=set,calibration", "calibration=pmi"])
+    with pytest.raises(HarnessError, match="template is set by the study"):
+        parse_arguments(["vary=template", "template=it_was"])

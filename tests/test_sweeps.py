@@ -3,6 +3,8 @@ launcher's config (submitit cannot run without a SLURM cluster: only its composi
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +29,9 @@ def test_joblib_sweep_resumes_and_reports(tmp_path: Path, harness_env: dict, tin
     assert first.returncode == 0, first.stderr[-3000:]
     before = _records(output)
     assert len(before) == 4 and "Joblib" in first.stdout + first.stderr
+    cores = len(os.sched_getaffinity(0))
+    for path in output.glob("*/metrics.json"):  # two runs side by side: each gets half the cores
+        assert json.loads(path.read_text())["environment"]["threads"] == max(1, cores // 2)
 
     # an interrupted sweep: one run's record is missing; running the sweep again runs that one only
     interrupted = sorted(before)[1]
@@ -43,6 +48,24 @@ def test_joblib_sweep_resumes_and_reports(tmp_path: Path, harness_env: dict, tin
     assert list(comparison["method"]) == ["lora"] and list(comparison["pairs"]) == [2]
     assert list(comparison["items"]) == [8]  # 2 seeds x 4 toy test items, paired on their ids
     assert "## Fine-tuning vs ICL at equal k" in done.stdout and (output / "report" / "report.html").exists()
+
+
+def test_submitit_local_sweep_runs_and_reports(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    """The SLURM launcher's code path (Hydra's submitit plugin: pickled jobs, one process each, results
+    collected from the submitit folder) run for real with submitit's local executor."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    output = tmp_path / "results"
+    done = run_cli("run", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "task=toy",
+                   f"model={tiny_model_dir}", "shots=2", "seed=1,2", f"output_dir={output}", env=harness_env,
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LocalLauncher" in done.stdout + done.stderr or "submitit" in done.stdout + done.stderr
+    assert len(_records(output)) == 2
+    assert list(output.glob(".multirun/*/.submitit/*/*_log.out"))  # each job ran in its own submitit process
+    report = run_cli("report", str(output), env=harness_env, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    runs = pd.read_csv(output / "report" / "runs.csv")
+    assert sorted(runs["seed"]) == [1, 2]
 
 
 def test_slurm_launcher_config_composes(tmp_path: Path, harness_env: dict) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def summary_text(result: StudyResult) -> str:
                      f"mean {d.mean:.3f}, min {d.minimum:.3f}, median {d.median:.3f}, max {d.maximum:.3f} "
                      f"(spread {d.spread:.3f})")
         lines.append("    " + headline(result.study, condition))
+        lines.append("    standard deviation by source: " + ", ".join(
+            f"{c.name} {math.sqrt(max(c.variance, 0.0)):.3f}" for c in d.components))
     for tuned, icl, verdict in result.verdicts:
         lines.append(f"  {tuned} - {icl}: {verdict.difference:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] "
                      f"(95%, items and configurations resampled); {tuned} better in {verdict.wins:.0%} of pairs")
@@ -128,6 +131,11 @@ STUDY_EXPLANATION = (
     "moments; a nested source such as order counts within its demonstration set) and the share item sampling "
     "alone would produce (a bootstrap over the test items, {bootstrap} resamples, the same for every "
     "configuration). Negative estimates count as 0. Spread: best configuration minus worst. {headlines}"
+)
+CALIBRATION_EXPLANATION = (
+    "The same runs' scores before and after contextual calibration (Zhao et al. 2021): per source, its standard "
+    "deviation of accuracy (the square root of its variance component, 0 where the estimate is negative) "
+    "without and with calibration, and the share of its variance calibration removes (negative: it adds)."
 )
 ORDER_EXPLANATION = (
     "Per demonstration set (run seed): accuracy over its orders, as Lu et al. (2022) report per set."
@@ -159,6 +167,10 @@ def sections(results: list[StudyResult]) -> list[Section]:
         parts.append(Section(f"Sensitivity: {study.name} ({study.task}, {study.model}, {study.shots} shots)",
                              STUDY_EXPLANATION.format(bootstrap=BOOTSTRAP, headlines=headlines),
                              pd.DataFrame(rows), 1))
+        removed = _calibration_rows(result)
+        if removed:
+            parts.append(Section(f"What calibration removes: {study.name}", CALIBRATION_EXPLANATION,
+                                 pd.DataFrame(removed), 2))
         order_rows = _order_rows(result)
         if order_rows:
             parts.append(Section(f"Order spread per demonstration set: {study.name}", ORDER_EXPLANATION,
@@ -170,6 +182,23 @@ def sections(results: list[StudyResult]) -> list[Section]:
                                       "95% interval": f"[{v.low:+.3f}, {v.high:+.3f}]", "pairs won": f"{v.wins:.0%}"}
                                      for tuned, icl, v in result.verdicts]), 2))
     return parts
+
+
+def _calibration_rows(result: StudyResult) -> list[dict[str, str]]:
+    """Per source, its standard deviation without and with contextual calibration (the same runs' scores)."""
+    by_name = {condition.condition.name: condition for condition in result.conditions}
+    rows = []
+    for name, plain in by_name.items():
+        calibrated = by_name.get(f"{name}, contextual calibration")
+        if calibrated is None:
+            continue
+        after = {c.name: c.variance for c in calibrated.decomposition.components}
+        for component in plain.decomposition.components:
+            before, later = max(component.variance, 0.0), max(after[component.name], 0.0)
+            rows.append({"condition": name, "source": component.name, "sd without": f"{math.sqrt(before):.3f}",
+                         "sd with": f"{math.sqrt(later):.3f}",
+                         "variance removed": f"{1 - later / before:.0%}" if before else "adds" if later else "-"})
+    return rows
 
 
 def _order_rows(result: StudyResult) -> list[dict[str, str]]:
@@ -230,18 +259,25 @@ def _shares_plot(result: StudyResult) -> bytes:
 
 
 def _strip_plot(result: StudyResult) -> bytes:
-    figure = PlotFigure(figsize=(1.6 + 1.3 * len(result.conditions), 3.6), layout="constrained")
+    figure = PlotFigure(figsize=(2.8 + 1.3 * len(result.conditions), 3.6), layout="constrained")
     ax = figure.subplots()
     rng = np.random.default_rng(0)  # horizontal jitter only
+    labelled = set()
     for position, condition in enumerate(result.conditions):
         names = [f.name for f in condition.factors]
         colour_axis = names.index("set") if "set" in names else 0
-        colours = [cell.levels[colour_axis] for cell in condition.condition.cells]
-        ax.scatter(position + rng.uniform(-0.25, 0.25, len(colours)), condition.accuracies, c=colours,
-                   cmap="tab10", vmin=0, vmax=9, s=12)
+        spec = condition.condition.factors[colour_axis]
+        levels = np.array([cell.levels[colour_axis] for cell in condition.condition.cells])
+        for level in np.unique(levels):
+            chosen = levels == level
+            label = f"{spec.name} {spec.levels[level]}"
+            ax.scatter(position + rng.uniform(-0.25, 0.25, int(chosen.sum())), condition.accuracies[chosen],
+                       color=f"C{level % 10}", s=12, label=None if label in labelled else label)
+            labelled.add(label)
     ax.set_xticks(range(len(result.conditions)), [r.condition.name for r in result.conditions], rotation=20,
                   ha="right")
     ax.set(ylabel="accuracy")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     return _png(figure)
 
 
