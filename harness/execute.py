@@ -91,9 +91,8 @@ def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[
     selection's training set, or apply the weights a previous, interrupted process of this run trained and saved."""
     config = plan.config
     if not plan.finetuning:
-        return _loaded_model(plan), None
-    _kept_models.clear()  # training changes the weights in place: this copy is never handed to another run
-    lm = load_language_model(config.model, config.device)
+        return load_language_model(config.model, config.device, reuse=True), None
+    lm = load_language_model(config.model, config.device)  # a copy of its own: training changes the weights
     finished = plan.run_dir / TRAINING_FILE
     training = None if config.rerun else _finished_training(finished)
     if training is not None:
@@ -110,24 +109,6 @@ def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[
                              "start it again") from None
     write_json(finished, asdict(training))
     return lm, training
-
-
-# The model an inference run of this process loaded, kept for the next run of the same model: a one-process
-# sweep (Hydra's basic launcher runs every job in this process) loads it once. SmolLM2-135M takes about 12 s
-# of a 39 s 4-shot SST-2 run to load on 2 cores. One model at most is kept, so memory stays one model's.
-_kept_models: dict[str, LanguageModel] = {}
-
-
-def _loaded_model(plan: RunPlan) -> LanguageModel:
-    config = plan.config
-    key = json.dumps([asdict(config.model), str(config.device), plan.inputs.model], sort_keys=True, default=str)
-    if key in _kept_models:
-        print(f"harness: model {config.model.name} reused from the previous run of this process (loaded once)",
-              file=sys.stderr)
-        return _kept_models[key]
-    _kept_models.clear()
-    _kept_models[key] = load_language_model(config.model, config.device)
-    return _kept_models[key]
 
 
 def _finished_training(path: Path) -> TrainingRecord | None:

@@ -270,7 +270,7 @@ def _plan_text(name: str, base: RunConfig, factors: dict[Method, list[FactorSpec
         planned = cells[method]
         pending = sum(1 for cell in planned if not cell.complete)
         total_pending += pending
-        shape = " x ".join(f"{len(spec.levels)} {spec.name}{'s' * (len(spec.levels) != 1)}"
+        shape = " x ".join(f"{len(spec.levels)} {spec.name}{'s' * (len(spec.levels) != 1 and not spec.name.endswith('s'))}"
                            + (f" (within each {spec.within})" if spec.within else "") for spec in specs)
         lines.append(f"  {method}: {len(planned)} runs ({shape}); {len(planned) - pending} recorded already, "
                      f"{pending} to run" + ("; calibrated and uncalibrated from the same runs" if calibration else ""))

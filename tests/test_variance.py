@@ -32,6 +32,7 @@ def test_nested_decomposition_recovers_set_order_and_item_sampling() -> None:
     assert variance[ITEMS] == pytest.approx(expected_noise, rel=0.1)
     assert sum(component.share for component in result.components) == pytest.approx(1.0)
     assert result.spread == pytest.approx(correct.mean(1).max() - correct.mean(1).min())
+    assert result.std == pytest.approx(correct.mean(1).std(ddof=1))
 
 
 def test_item_sampling_is_not_mistaken_for_order() -> None:

@@ -114,7 +114,7 @@ def summary_text(result: StudyResult) -> str:
     for condition in result.conditions:
         d = condition.decomposition
         lines.append(f"  {condition.condition.name}: {d.configurations} configurations on {d.items} items, accuracy "
-                     f"mean {d.mean:.3f}, min {d.minimum:.3f}, median {d.median:.3f}, max {d.maximum:.3f} "
+                     f"mean {d.mean:.3f} ± {d.std:.3f} (sd), min {d.minimum:.3f}, median {d.median:.3f}, max {d.maximum:.3f} "
                      f"(spread {d.spread:.3f})")
         lines.append("    " + headline(result.study, condition))
         lines.append("    standard deviation by source: " + ", ".join(
@@ -160,7 +160,7 @@ def sections(results: list[StudyResult]) -> list[Section]:
             d = condition.decomposition
             shares = {c.name: f"{c.share:.0%}" for c in d.components}
             rows.append({"condition": condition.condition.name, "configurations": str(d.configurations),
-                         "items": str(d.items), "mean": f"{d.mean:.3f}", "min": f"{d.minimum:.3f}",
+                         "items": str(d.items), "mean ± sd": f"{d.mean:.3f} ± {d.std:.3f}", "min": f"{d.minimum:.3f}",
                          "median": f"{d.median:.3f}", "max": f"{d.maximum:.3f}", "spread": f"{d.spread:.3f}",
                          **{f"{name} share": shares.get(name, "-") for name in sources}})
         headlines = " ".join(headline(study, condition) + "." for condition in result.conditions)

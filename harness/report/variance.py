@@ -53,6 +53,7 @@ class Decomposition:
     configurations: int
     items: int
     mean: float
+    std: float  # over configurations (ddof=1), as papers report "mean ± std over orders"
     minimum: float
     median: float
     maximum: float
@@ -154,7 +155,8 @@ def decompose(correct: np.ndarray, levels: Sequence[Sequence[int]], factors: Seq
                             kept[term] / total if total else 0.0) for term in all_terms]
     components.append(Component(ITEMS, (), item_variance, item_variance / total if total else 0.0))
     return Decomposition(components=components, configurations=configurations, items=items,
-                         mean=float(accuracy.mean()), minimum=float(accuracy.min()),
+                         mean=float(accuracy.mean()), std=float(accuracy.std(ddof=1)) if configurations > 1 else 0.0,
+                         minimum=float(accuracy.min()),
                          median=float(np.median(accuracy)), maximum=float(accuracy.max()))
 
 
