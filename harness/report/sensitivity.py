@@ -241,7 +241,8 @@ def figures(results: list[StudyResult]) -> list[Figure]:
 
 
 def _shares_plot(result: StudyResult) -> bytes:
-    names = list(dict.fromkeys(c.name for r in result.conditions for c in r.decomposition.components))
+    names = [name for name in dict.fromkeys(c.name for r in result.conditions for c in r.decomposition.components)
+             if name != ITEMS] + [ITEMS]  # item sampling on top of every bar
     figure = PlotFigure(figsize=(1.6 + 1.3 * len(result.conditions), 3.6), layout="constrained")
     ax = figure.subplots()
     bottom = np.zeros(len(result.conditions))
