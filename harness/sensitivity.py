@@ -116,7 +116,7 @@ def sensitivity_command(arguments: list[str]) -> int:
 
     print(summary_text(analyse(study)))
     ran = sum(1 for method in options.methods for cell in cells[method] if not cell.complete)
-    print(f"study record: {path} ({ran} runs made, {sum(map(len, cells.values())) - ran} reused, "
+    print(f"study record: {path} ({ran} run{'s' * (ran != 1)} made, {sum(map(len, cells.values())) - ran} reused, "
           f"{_duration(time.perf_counter() - started)} in all; python -m harness report {base.output_dir} shows it "
           "with its plots)")
     return 0

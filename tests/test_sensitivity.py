@@ -4,6 +4,7 @@ reuses entirely, and its section in the report."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,15 @@ def test_study_runs_once_then_reuses_every_record_and_reports(tmp_path: Path, ha
     assert _records(output) == before  # not one record written again
     assert "Launching" not in again.stdout + again.stderr  # no multirun at all
 
+    # one run lost: the plan runs only it, and estimates it from the study's finished runs
+    lost = sorted(output.glob("*__icl__*"))[0]
+    shutil.rmtree(lost)
+    planned = run_cli(*study, "--dry-run", env=harness_env, cwd=tmp_path)
+    assert "icl: 4 runs (2 sets x 2 orders (within each set)); 3 recorded already, 1 to run" in planned.stdout
+    assert "median" in planned.stdout and "over 3 finished icl runs of this task, model and k" in planned.stdout
+    rerun = run_cli(*study, env=harness_env, cwd=tmp_path)
+    assert rerun.returncode == 0 and "(1 run made, 7 reused" in rerun.stdout, rerun.stderr[-3000:]
+
     path = next((output / "studies").glob("*.json"))
     record = Study.from_json(path.read_text())
     assert [c.name for c in record.conditions] == ["icl", "icl, contextual calibration", "lora",
@@ -69,17 +79,6 @@ def test_study_runs_once_then_reuses_every_record_and_reports(tmp_path: Path, ha
     assert page.count("data:image/png;base64,") >= 2 + 3  # shares, strip plot, a heat map per icl condition
 
 
-def test_estimate_comes_from_earlier_runs(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
-    output = tmp_path / "results"
-    common = ["task=toy", f"model={tiny_model_dir}", "shots=2", f"output_dir={output}"]
-    assert run_cli("run", *common, env=harness_env, cwd=tmp_path).returncode == 0
-    planned = run_cli("sensitivity", *common, "sets=3", "--dry-run", env=harness_env, cwd=tmp_path)
-    assert planned.returncode == 0, planned.stderr[-2000:]
-    # seed 1 in its drawn order is not [0,1]: a different run key, so all 6 are still to run
-    assert "icl: 6 runs (3 sets x 2 orders (within each set)); 0 recorded already, 6 to run" in planned.stdout
-    assert "median" in planned.stdout and "over 1 finished icl runs" in planned.stdout
-
-
 @pytest.mark.parametrize(("arguments", "message"), [
     (["seed=3"], "seed is set by the study"),
     (["vary=order,colour"], "bad vary=order,colour"),
@@ -92,17 +91,20 @@ def test_bad_study_arguments_fail_in_one_line(arguments: list[str], message: str
         parse_arguments(arguments)
 
 
-def test_design_errors_are_one_line(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
-    for arguments, message in (
-        (["shots=1", "vary=order"], "vary=order needs at least 2 shots"),
-        (["vary=label_words"], "template 'plain' of task 'toy' has no label_words"),
-        (["vary=template,label_words"], "label words belong to one template"),
-        (["methods=lora", "vary=order"], "nothing in vary=order varies for method=lora"),
-    ):
-        done = run_cli("sensitivity", "task=toy", f"model={tiny_model_dir}", "shots=2", *arguments, "--dry-run",
-                       env=harness_env, cwd=tmp_path)
-        assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["shots=1", "vary=order"], "vary=order needs at least 2 shots"),
+    (["vary=label_words"], "template 'plain' of task 'toy' has no label_words"),
+    (["vary=template,label_words"], "label words belong to one template"),
+    (["methods=lora", "vary=order"], "nothing in vary=order varies for method=lora"),
+])
+def test_design_errors_are_one_line(arguments: list[str], message: str, tmp_path: Path, harness_env: dict,
+                                    tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.__main__ import main
+
+    code = main(["sensitivity", "task=toy", f"model={tiny_model_dir}", "shots=2", *arguments, "--dry-run",
+                 f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_orders_are_all_permutations_up_to_four_then_a_fixed_sample() -> None:
