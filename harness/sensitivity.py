@@ -145,7 +145,8 @@ def parse_arguments(arguments: list[str]) -> StudyOptions:
         key = override.partition("=")[0].lstrip("+~")
         if key in set_by_study:
             raise HarnessError(f"{key} is set by the study (vary=, methods=): leave '{override}' out")
-        if "," in override.partition("=")[2] and not override.startswith("hydra"):
+        value = override.partition("=")[2]
+        if "," in value and not value.startswith(("[", "{", "'", '"')) and not override.startswith("hydra"):
             raise HarnessError(f"'{override}' gives several values: a study's sources are named with vary=")
     return options
 

@@ -148,8 +148,9 @@ def test_train_seed_changes_training_but_not_the_training_set(tmp_path: Path, ha
 
 
 def test_what_the_study_does_not_vary_may_be_set() -> None:
-    options = parse_arguments(["vary=label_words", "template=it_was", "seed=3", "calibration=contextual"])
-    assert options.overrides == ["template=it_was", "seed=3", "calibration=contextual"]
+    options = parse_arguments(["vary=label_words", "template=it_was", "seed=3", "calibration=contextual",
+                               "content_free_inputs=[N/A,'']"])
+    assert options.overrides == ["template=it_was", "seed=3", "calibration=contextual", "content_free_inputs=[N/A,'']"]
     with pytest.raises(HarnessError, match="calibration is set by the study"):
         parse_arguments(["vary=set,calibration", "calibration=pmi"])
     with pytest.raises(HarnessError, match="template is set by the study"):
