@@ -98,7 +98,7 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 # The model an inference run of this process loaded, kept for the next one that asks for the same model: a
 # one-process sweep (Hydra's basic launcher runs every job in this process) loads it once. SmolLM2-135M's load
-# is about 11 s of a 36 s 4-shot SST-2 run on 2 cores. One model at most is kept, so memory stays one model's.
+# is about 12 s of a 38 s 4-shot SST-2 run on 2 cores. One model at most is kept, so memory stays one model's.
 _kept: dict[str, LanguageModel] = {}
 
 

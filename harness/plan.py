@@ -72,7 +72,10 @@ def plan_run(config: RunConfig) -> RunPlan:
     if config.template == "all":
         raise HarnessError("template=all stands for several runs: plan each of templates_to_run(config)")
     # the key names what is used, not "the default"
-    config = replace(config, template=config.template or task.default_template, demos=config.demos or task.default_demos)
+    config = replace(config, template=config.template or task.default_template, demos=config.demos or task.default_demos,
+                     # the seed's own value trains as the plain run does: the same run, the same key
+                     train_seed=None if config.train_seed == config.seed and config.method.name != Method.icl
+                     else config.train_seed)
     check_settings(config)
     check_task(config)
     template = load_template(task, config.template, config.label_words)

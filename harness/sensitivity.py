@@ -73,9 +73,7 @@ class StudyOptions:
 
 @dataclass(frozen=True)
 class PlannedCell:
-    method: Method
-    overrides: list[str]  # the job's own settings (seed=2 demo_order=[1,0,2,3] ...)
-    levels: list[int]
+    levels: list[int]  # the level index of each factor
     run_dir: Path
     complete: bool
 
@@ -178,14 +176,21 @@ def _set_option(options: StudyOptions, key: str, value: str) -> None:
 
 def _compose(overrides: list[str]) -> RunConfig:
     """The run config the study's settings give (every run of the study starts from it)."""
-    from harness.cli import _check_overrides, _check_tasks, _expand_model_override
+    from harness.cli import _check_overrides, _check_tasks
 
-    settings = [o for o in _expand_model_override(overrides) if not o.startswith("hydra")]
+    settings = _run_settings(overrides)
     _check_tasks(settings)
     _check_overrides(settings, multirun=False)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         config: RunConfig = OmegaConf.to_object(compose(config_name="config", overrides=settings))
     return config
+
+
+def _run_settings(overrides: list[str]) -> list[str]:
+    """The overrides that make up a run's config (the launcher's hydra/... ones only reach the multirun)."""
+    from harness.cli import _expand_model_override
+
+    return [o for o in _expand_model_override(overrides) if not o.startswith("hydra")]
 
 
 def design(method: Method, base: RunConfig, options: StudyOptions) -> list[FactorSpec]:
@@ -235,16 +240,14 @@ def orders(k: int, count: int | None) -> list[tuple[int, ...]]:
 def plan_cells(method: Method, factors: list[FactorSpec], overrides: list[str], calibration: bool) -> list[PlannedCell]:
     """Every configuration of the method's design, planned as `run` would (no model): its run directory and
     whether its record is complete already."""
-    from harness.cli import _expand_model_override
-
-    settings = [o for o in _expand_model_override(overrides) if not o.startswith("hydra")]
+    settings = _run_settings(overrides)
     cells = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for levels in itertools.product(*(range(len(spec.levels)) for spec in factors)):
             own = [f"{SWEPT[Source(spec.name)]}={spec.levels[i]}" for spec, i in zip(factors, levels)]
             job = [*settings, f"method={method}", *own, *(["calibration=contextual"] if calibration else [])]
             plan = plan_run(OmegaConf.to_object(compose(config_name="config", overrides=job)))
-            cells.append(PlannedCell(method, own, list(levels), plan.run_dir, plan.complete))
+            cells.append(PlannedCell(list(levels), plan.run_dir, plan.complete))
     return cells
 
 

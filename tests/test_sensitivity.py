@@ -139,10 +139,10 @@ def test_train_seed_changes_training_but_not_the_training_set(tmp_path: Path, ha
     common = ["task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "method.steps=3",
               f"output_dir={tmp_path}"]
     default = run_in_process(*common).record
-    same = run_in_process(*common, "train_seed=1").record  # the seed's own value: the same training
+    same = run_in_process(*common, "train_seed=1")  # the seed's own value: the plain run, answered from its record
+    assert same.reused and same.record == default
     other = run_in_process(*common, "train_seed=2").record
     other_set = run_in_process(*common, "seed=2", "train_seed=1").record
-    assert same.training.losses == default.training.losses
     assert other.train_ids == default.train_ids and other.training.losses != default.training.losses
     assert other_set.train_ids != default.train_ids
 
