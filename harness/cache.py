@@ -162,6 +162,21 @@ def staging(parent: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def publish(built: Path, target: Path) -> None:
+    """Move a staged entry into place. Two processes may build the same entry at once (a parallel sweep on a
+    fresh machine): the first to finish publishes it, the second keeps that one (the same content, checked
+    by its hashes on use) and drops its own with the staging directory."""
+    if read_manifest(target) is not None:
+        return
+    if target.exists():  # no manifest: what a killed build of an older harness version left
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(built, target)  # atomic: the entry appears complete or not at all
+    except OSError:
+        if read_manifest(target) is None:  # not another process's finished entry: a real failure
+            raise
+
+
 def sweep_partials(parent: Path) -> None:
     """Remove staging directories whose process is gone (and old tmp* ones of earlier harness versions)."""
     if not parent.is_dir():

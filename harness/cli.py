@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import RunConfig
+from harness.distributed import is_main_process
 from harness.errors import HarnessError, RunInterrupted
 from harness.records import RunRecord
 from harness.registry import (
@@ -68,6 +69,8 @@ def _hydra_app(config: DictConfig) -> None:
     except OmegaConfBaseException as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
+    if not is_main_process():
+        return  # a data-parallel run's other processes: the main one prints the same records
     records = [result.record for result in results]
     print(_results_table(records))
     if len(results) > 1:

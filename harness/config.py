@@ -70,6 +70,15 @@ class Device(Choice):
     mps = "mps"
 
 
+class DeviceMap(Choice):
+    """accelerate's placement of a model across devices (model.device_map)."""
+
+    auto = "auto"  # fill the GPUs in order (keeping room on the first), then CPU memory, then disk
+    balanced = "balanced"  # the same share of layers on every GPU
+    balanced_low_0 = "balanced_low_0"  # balanced, with the least on GPU 0 (room for generation's activations)
+    sequential = "sequential"  # fill each GPU before the next
+
+
 class TaskKind(Choice):
     classify = "classify"  # one fixed set of labels for every item (sentiment, topic, NLI)
     choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
@@ -155,6 +164,12 @@ class ModelConfig:
     max_length: Optional[int] = None  # context window; default from the model config
     add_bos: Optional[bool] = None  # None: whatever the tokenizer does by default
     licence: Optional[str] = None  # terms the weights come under, recorded in every run's config.yaml
+    # A model bigger than one device: accelerate places its layers (auto, balanced, balanced_low_0, sequential)
+    # across the GPUs, then CPU memory, then offload_folder on disk, within max_memory per device
+    # ({0: 20GiB, 1: 20GiB, cpu: 64GiB}); None: the whole model on `device`.
+    device_map: Optional[DeviceMap] = None
+    max_memory: Any = None  # {device: size}; None: what accelerate finds free (Any: Hydra takes a new mapping)
+    offload_folder: Optional[str] = None
 
 
 @dataclass

@@ -3,7 +3,9 @@
 harness/run.py calls execute() once the plan is made, the inputs chosen and the run directory
 started. Predictions go through a journal in the run directory, so a run that is killed or
 interrupted continues where it stopped when the same command runs again; a fine-tuning run keeps its
-trained weights there too, so an interruption during scoring does not retrain.
+trained weights there too, so an interruption during scoring does not retrain. Under
+`accelerate launch` each process scores its block of the test items and the main process writes the
+record (harness/distributed.py).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from harness.config import Calibration, Scorer, TaskConfig, TaskKind
 from harness.errors import HarnessError, RunInterrupted
 from harness.finetune import finetune, load_trained, remove_trained
 from harness.data import Example
+from harness.distributed import Processes, join_processes
 from harness.generation import generate_labels, generate_texts
-from harness.journal import JOURNAL_FILE, Journal
+from harness.journal import Journal, journal_path, remove_journals
 from harness.memory import PeakMemory
 from harness.metrics import NO_LABEL, cloze_metrics, compute_metrics, matching_answer, standard_error
 from harness.models import LanguageModel, load_language_model
@@ -78,22 +81,51 @@ class Measured:
 
 
 def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
+    processes = join_processes(plan.config.device)
     with PeakMemory() as memory:
-        lm, training = prepare_model(plan, selection, progress)
-        predicted = predict(plan, selection, lm, progress)
-    measured = measure(plan.config.task, plan.labels, selection.examples, predicted)
-    record = write_record(plan, selection, lm, training, predicted, measured, started, memory.peak_mb(lm.device))
-    return RunResult(run_dir=plan.run_dir, record=record)
+        lm, training = prepare_model(plan, selection, processes, progress)
+        block = processes.shard(len(selection.examples))
+        mine = replace(selection, examples=selection.examples[block], shown=selection.shown[block])
+        predicted = predict(plan, mine, lm, processes, progress and processes.main) if mine.examples else None
+    parts = processes.gather((predicted, memory.peak_mb(lm.device)))
+    outcome: RunRecord | str | None = None
+    if parts is not None:  # the main process: every block, in item order
+        try:
+            predicted = _joined([part for part, _ in parts if part is not None])
+            measured = measure(plan.config.task, plan.labels, selection.examples, predicted)
+            outcome = write_record(plan, selection, lm, training, predicted, measured, started,
+                                   max(peak for _, peak in parts), processes.count)
+        except HarnessError as error:
+            outcome = str(error)
+    outcome = processes.from_main(outcome)  # the other processes go on with the same record, or stop alike
+    if isinstance(outcome, str):
+        raise HarnessError(outcome)
+    return RunResult(run_dir=plan.run_dir, record=outcome)
 
 
-def prepare_model(plan: RunPlan, selection: Selection, progress: bool) -> tuple[LanguageModel, TrainingRecord | None]:
+def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
+                  progress: bool) -> tuple[LanguageModel, TrainingRecord | None]:
     """Load the model (or take the one an earlier run of this process loaded); for fine-tuning, train it on the
-    selection's training set, or apply the weights a previous, interrupted process of this run trained and saved."""
+    selection's training set, or apply the weights a previous, interrupted process of this run trained and saved.
+    Of several processes only the main one trains; the others wait for its saved weights and load them."""
     config = plan.config
     if not plan.finetuning:
         return load_language_model(config.model, config.device, reuse=True), None
-    lm = load_language_model(config.model, config.device)  # a copy of its own: training changes the weights
     finished = plan.run_dir / TRAINING_FILE
+    if not processes.main:
+        processes.wait_for_others()
+        lm = load_language_model(config.model, config.device)
+        load_trained(lm, config.method.name, plan.run_dir)
+        return lm, _finished_training(finished)
+    trained = _trained_model(plan, selection, finished, progress)
+    processes.wait_for_others()
+    return trained
+
+
+def _trained_model(plan: RunPlan, selection: Selection, finished: Path,
+                   progress: bool) -> tuple[LanguageModel, TrainingRecord]:
+    config = plan.config
+    lm = load_language_model(config.model, config.device)  # a copy of its own: training changes the weights
     training = None if config.rerun else _finished_training(finished)
     if training is not None:
         load_trained(lm, config.method.name, plan.run_dir)
@@ -119,17 +151,19 @@ def _finished_training(path: Path) -> TrainingRecord | None:
         return None
 
 
-def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bool) -> Predicted:
+def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, processes: Processes, progress: bool) -> Predicted:
+    """The predictions for the test items of `selection` (this process's block of them)."""
     config = plan.config
     batch_size = None if config.batch_size == "auto" else config.batch_size
     journals: list[Journal] = []
     total = len(selection.examples)
+    journal_file = journal_path(plan.run_dir, processes.index, processes.count)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
         header = {"journal": 3, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
         if config.rerun and not journals:
-            (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)  # rerun=true: from the start
-        journals.append(Journal(plan.run_dir / JOURNAL_FILE, header))
+            journal_file.unlink(missing_ok=True)  # rerun=true: from the start
+        journals.append(Journal(journal_file, header))
         if journals[-1].resumed_rows:
             print(f"harness: resuming {plan.run_dir.name}: reusing {len(journals[-1].resumed_rows)} of {len(requests)} "
                   "scoring requests finished by an earlier, interrupted process; scoring the rest", file=sys.stderr)
@@ -144,7 +178,7 @@ def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, progress: bo
     except KeyboardInterrupt:
         finished = _items_among(journals[0].results, total, per_item) if journals else 0
         raise RunInterrupted(f"interrupted at {finished}/{total} examples; rerun the same command to continue "
-                             f"({plan.run_dir / JOURNAL_FILE} keeps them)") from None
+                             f"({journal_file} keeps them)") from None
     finally:
         for journal in journals:
             journal.close()
@@ -311,8 +345,43 @@ def _metrics(names: Sequence[str], chosen: dict[str, list[int]], references: lis
     return metrics, stderr
 
 
+def _joined(parts: Sequence[Predicted]) -> Predicted:
+    """The predictions of consecutive blocks of test items as one (a data-parallel run's processes, in order).
+    Token counts add up; the scoring time is the slowest block's, as the processes score at the same time."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined_lists(name: str) -> list | None:
+        values = [getattr(part, name) for part in parts]
+        return None if values[0] is None else [item for value in values for item in value]
+
+    first = parts[0]
+    calibration: dict[tuple, dict[str, Any]] = {}  # the same demonstrations' prompts are scored in every block
+    for part in parts:
+        for entry in part.calibration_scores or ():
+            calibration.setdefault(tuple(entry["demo_ids"]), entry)
+    return Predicted(
+        requests=joined_lists("requests"), predictions=joined_lists("predictions"), details=joined_lists("details"),
+        probabilities=None if first.probabilities is None else np.concatenate([part.probabilities for part in parts]),
+        uncalibrated=None if first.uncalibrated is None else (
+            [item for part in parts for item in part.uncalibrated[0]],
+            np.concatenate([part.uncalibrated[1] for part in parts])),
+        calibration_scores=None if first.calibration_scores is None else list(calibration.values()),
+        stats=ScoringStats(tokens_scored=sum(part.stats.tokens_scored for part in parts),
+                           tokens_forwarded=sum(part.stats.tokens_forwarded for part in parts),
+                           seconds=max(part.stats.seconds for part in parts)),
+        inference_tokens=sum(part.inference_tokens for part in parts),
+        resumed=sum(part.resumed for part in parts),
+        chosen=None if first.chosen is None else {name: [item for part in parts for item in part.chosen[name]]
+                                                  for name in first.chosen},
+        loglikelihoods=joined_lists("loglikelihoods"),
+        target_bytes=joined_lists("target_bytes"),
+    )
+
+
 def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, training: TrainingRecord | None,
-                 predicted: Predicted, measured: Measured, started: float, peak_memory_mb: float) -> RunRecord:
+                 predicted: Predicted, measured: Measured, started: float, peak_memory_mb: float,
+                 processes: int = 1) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
     config, labels = plan.config, plan.labels
     choice = config.task.kind.item_answers
@@ -355,7 +424,8 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
         ),
         training=training,
         calibration_scores=predicted.calibration_scores,
-        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch."), torch.get_num_threads()),
+        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch."), torch.get_num_threads(),
+                                processes),
     )
     try:
         record_text = record.to_json()
@@ -365,9 +435,11 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
         write_text_atomic(plan.run_dir / PREDICTIONS_FILE, predictions_text)
         write_text_atomic(plan.run_dir / RECORD_FILE, record_text)
     except OSError as error:
+        others = " and the other processes' journals beside it" if processes > 1 else ""
         raise HarnessError(f"cannot write the run record to {plan.run_dir} ({error.strerror or error}); the scores "
-                           f"are kept in {plan.run_dir / JOURNAL_FILE}: free space and rerun the same command") from None
-    (plan.run_dir / JOURNAL_FILE).unlink(missing_ok=True)
+                           f"are kept in {journal_path(plan.run_dir, 0, processes)}{others}: free space and rerun "
+                           "the same command") from None
+    remove_journals(plan.run_dir)
     if plan.finetuning and not config.method.save_weights:
         remove_trained(plan.run_dir)
     return record

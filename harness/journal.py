@@ -20,6 +20,18 @@ from harness.records import FILE_MODE
 JOURNAL_FILE = "journal.jsonl"
 
 
+def journal_path(run_dir: Path, process: int = 0, processes: int = 1) -> Path:
+    """The journal of one process: each process of a data-parallel run journals its own block of items (a
+    rerun with as many processes resumes each block; with another count the blocks differ and start again)."""
+    return run_dir / (JOURNAL_FILE if processes == 1 else f"journal.{process + 1}-of-{processes}.jsonl")
+
+
+def remove_journals(run_dir: Path) -> None:
+    """Once the record is written: every process's journal goes."""
+    for path in [run_dir / JOURNAL_FILE, *run_dir.glob("journal.*-of-*.jsonl")]:
+        path.unlink(missing_ok=True)
+
+
 class Journal:
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         """Open the journal at `path`: keep what an earlier process finished under the same header, else start

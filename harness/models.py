@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from harness.cache import VERIFICATIONS, Entry, read_manifest, staging, write_manifest
+from harness.cache import VERIFICATIONS, Entry, publish, read_manifest, staging, write_manifest
 from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.gguf import converted_entry, gguf_path, is_gguf
@@ -136,13 +136,18 @@ def _load(config: ModelConfig, source: str, local_only: bool, device: torch.devi
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            source, revision=config.revision, dtype=dtype, attn_implementation="sdpa", local_files_only=local_only
+            source, revision=config.revision, dtype=dtype, attn_implementation="sdpa", local_files_only=local_only,
+            **_placement(config),
         )
     except Exception as error:  # transformers, tokenizers and safetensors raise many types; one line says it
         raise HarnessError(f"cannot load model '{config.path}': {_first_line(error)}") from None
     finally:
         transformers_logging.enable_progress_bar()
-    model.to(device).eval()
+    if config.device_map is None:
+        model.to(device)
+    else:  # accelerate placed the layers and moves activations between them; inputs go where the first layer runs
+        device = _input_device(model)
+    model.eval()
     if device.type == "cpu":
         # Grouped-query models (SmolLM2, Llama): on CPU, torch's SDPA takes the grouped keys and values with
         # a mask as they are; transformers otherwise repeats them per query head (a copy per layer and batch)
@@ -158,6 +163,26 @@ def _load(config: ModelConfig, source: str, local_only: bool, device: torch.devi
         max_length=config.max_length or _context_window(model),
         add_bos=config.add_bos,
     )
+
+
+def _placement(config: ModelConfig) -> dict[str, Any]:
+    """from_pretrained's arguments for a model placed across devices by accelerate (model.device_map)."""
+    if config.device_map is None:
+        return {}
+    # accelerate names GPUs by index: {"0": "20GiB"} from the command line means GPU 0
+    max_memory = {int(key) if str(key).isdigit() else str(key): value for key, value in (config.max_memory or {}).items()}
+    return {"device_map": str(config.device_map), "max_memory": max_memory or None, "offload_folder": config.offload_folder}
+
+
+def _input_device(model: PreTrainedModel) -> torch.device:
+    """Where a model placed by accelerate takes its inputs: its first accelerator, as accelerate's dispatch
+    decides (layers kept in CPU memory or on disk run there too), or the CPU when it uses none."""
+    accelerators = [value for value in (getattr(model, "hf_device_map", None) or {}).values()
+                    if value not in ("cpu", "disk")]
+    if not accelerators:
+        return torch.device("cpu")
+    first = accelerators[0]
+    return torch.device("cuda", first) if isinstance(first, int) else torch.device(first)
 
 
 def _context_window(model: PreTrainedModel) -> int:
@@ -193,9 +218,7 @@ def _convert(entry: Entry, gguf: Path) -> None:
         model.save_pretrained(built)
         tokenizer.save_pretrained(built)
         write_manifest(built, entry.name, entry.kind, source=str(gguf))
-        if entry.path.exists():  # an older harness's copy without a manifest: unverifiable, replaced
-            shutil.rmtree(entry.path)
-        os.replace(built, entry.path)  # atomic: a killed conversion leaves only its staging directory
+        publish(built, entry.path)  # an older harness's copy without a manifest is replaced
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from harness.config import RETRIEVAL_DEMOS, Calibration, Demos, Method, Normalize, RunConfig, Scorer, TaskKind
+from harness.config import RETRIEVAL_DEMOS, Calibration, Demos, Device, Method, Normalize, RunConfig, Scorer, TaskKind
 from harness.data import Example, load_split
 from harness.demos import demonstrations_per_example
+from harness.distributed import launched_processes
 from harness.errors import HarnessError
 from harness.fingerprint import examples_digest, file_digest, model_fingerprint
 from harness.gguf import is_gguf, prepare_gguf
@@ -218,3 +219,26 @@ def check_settings(config: RunConfig) -> None:
     for key in ("limit", "subsample"):
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")
+    check_placement(config, finetuning)
+
+
+def check_placement(config: RunConfig, finetuning: bool) -> None:
+    """model.device_map (one model across devices) against the device setting, data-parallel processes and
+    training."""
+    model = config.model
+    if model.device_map is None:
+        if model.max_memory or model.offload_folder:
+            raise HarnessError("model.max_memory and model.offload_folder apply with model.device_map (e.g. auto)")
+        return
+    if model.max_memory is not None and not isinstance(model.max_memory, dict):
+        raise HarnessError(f"model.max_memory is a mapping of device to size ({{0: 20GiB, cpu: 64GiB}}), "
+                           f"got {model.max_memory!r}")
+    if config.device not in (Device.auto, Device.cuda):
+        raise HarnessError(f"model.device_map={model.device_map} places the model on the devices accelerate sees "
+                           f"(GPUs, then CPU, then disk): leave device=auto, not device={config.device}")
+    if launched_processes() > 1:
+        raise HarnessError("model.device_map splits one model across the devices, accelerate launch gives each "
+                           "process a device of its own: use one or the other")
+    if finetuning and model.offload_folder:
+        raise HarnessError(f"method={config.method.name} cannot train weights offloaded to disk: drop "
+                           "model.offload_folder (and give max_memory room) or use method=icl")

@@ -29,7 +29,8 @@ from typing import Any, Iterable
 RECORD_FORMAT = 2
 # Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
-MODEL_HASH_EXCLUDED = ("licence",)  # the model's own settings that are only a note
+# The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
+MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # Settings added after records existed: at this value (what every earlier run did) they stay out of the key,
 # so adding them did not orphan a single record.
 KEY_NEUTRAL = {"train_seed": None, "label_words": None}
@@ -207,14 +208,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def environment(device: str, dtype: str, threads: int) -> dict[str, Any]:
+def environment(device: str, dtype: str, threads: int, processes: int = 1) -> dict[str, Any]:
+    """Where the run ran; threads per process, processes > 1 for a data-parallel run (accelerate launch)."""
     versions = {}
     for package in VERSIONED_PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"device": device, "dtype": dtype, "threads": threads, "python": platform.python_version(),
+    return {"device": device, "dtype": dtype, "threads": threads, "processes": processes,
+            "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import read_record, run_cli, run_in_process
-from harness.cache import PARTIAL_PREFIX, Entry, cache_dir, model_entry, staging, sweep_partials, write_manifest
+from harness.cache import (PARTIAL_PREFIX, Entry, cache_dir, model_entry, publish, staging, sweep_partials,
+                           write_manifest)
 from harness.errors import HarnessError, RunInterrupted
 
 REVIEW_WORDS = ["warm", "dull", "bright", "slow", "funny", "grim", "clever", "flat", "tender", "noisy"]
@@ -352,6 +353,28 @@ def test_staging_directories_of_killed_processes_are_swept(tmp_path: Path, harne
         (tmp / "half").write_bytes(b"x")
         raise RuntimeError("conversion failed")
     assert sorted(p.name for p in parent.iterdir()) == [ours.name]
+
+
+def test_two_processes_building_one_entry_keep_the_first_finished(tmp_path: Path, harness_env: dict) -> None:
+    """A parallel sweep on a fresh machine: both jobs fetch the same wheel; the second to finish keeps the first's
+    entry instead of failing on a directory that is already there."""
+    target = cache_dir() / "assets" / "shared-entry"
+    for writer in ("first", "second"):
+        with staging(target.parent) as tmp:
+            built = tmp / "entry"
+            built.mkdir()
+            (built / "payload.txt").write_text(writer)
+            write_manifest(built, "shared-entry", "asset", source=writer)
+            publish(built, target)
+    assert (target / "payload.txt").read_text() == "first"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["shared-entry"]  # the second's staging gone
+    (target / ".harness-manifest.json").unlink()  # an entry no manifest vouches for (an older version's): replaced
+    with staging(target.parent) as tmp:
+        (tmp / "entry").mkdir()
+        (tmp / "entry" / "payload.txt").write_text("rebuilt")
+        write_manifest(tmp / "entry", "shared-entry", "asset", source="rebuilt")
+        publish(tmp / "entry", target)
+    assert (target / "payload.txt").read_text() == "rebuilt"
 
 
 @pytest.mark.parametrize("kind", ["a file", "unwritable"])
