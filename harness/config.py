@@ -84,11 +84,12 @@ class TaskKind(Choice):
     choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
     cloze = "cloze"  # every item has one right continuation, scored alone (LAMBADA: greedy accuracy, perplexity)
     generate = "generate"  # every item has short answers (several accepted): greedy generation, exact match
+    perplexity = "perplexity"  # every item is a text: its rolling log-likelihood (word/byte perplexity, bits per byte)
 
     @property
     def item_answers(self) -> bool:
         """Items bring their own answers (columns `choices` and `gold`) rather than one of the task's labels."""
-        return self != TaskKind.classify
+        return self not in (TaskKind.classify, TaskKind.perplexity)
 
 
 @dataclass
@@ -141,6 +142,9 @@ class TaskConfig:
     demos_match: Optional[str] = None  # a field demonstrations must share with the item (MMLU: subject)
     default_demos: Demos = Demos.random  # what `demos` is unless the run says (MMLU: first_n, as lm-evaluation-harness)
     metrics_by: Optional[str] = None  # a field whose values get metrics of their own, and a macro average
+    # perplexity: the field whose raw text the words and bytes are counted on (wikitext: the page before its
+    # detokenization, as lm-evaluation-harness); None: the text scored
+    units_field: Optional[str] = None
     answer: AnswerConfig = field(default_factory=AnswerConfig)  # kind: generate
     where: Optional[str] = None  # keep only the items (of every split) for which this expression over the fields holds
     default_template: str = MISSING

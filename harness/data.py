@@ -212,7 +212,8 @@ def _corpus_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
 def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Iterable[dict[str, Any]]) -> list[Example]:
     columns = {**source.columns, **source.split_columns.get(split, {})}
     where = f"task '{task.name}' split '{split}'"
-    keys = [*task.fields, *(("choices", "gold") if task.kind.item_answers else ("label",))]
+    answers = ("choices", "gold") if task.kind.item_answers else ("label",) if task.kind == TaskKind.classify else ()
+    keys = [*task.fields, *answers]
     getters = {key: _Getter(str(columns.get(key, key)), f"{where}, {key}") for key in keys}
     id_getter = _Getter(str(columns.get("id", "id")), f"{where}, id")
     label_names = {str(raw): name for raw, name in source.label_values.items()}
@@ -229,6 +230,9 @@ def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Itera
         if task.kind.item_answers:
             choices, gold = _choices(getters["choices"](row), getters["gold"](row), f"{where} row {index}")
             examples.append(Example(id=example_id, fields=fields, label=str(gold), choices=choices, gold=gold))
+            continue
+        if task.kind == TaskKind.perplexity:  # a text to score, nothing to predict
+            examples.append(Example(id=example_id, fields=fields, label=""))
             continue
         raw_label = str(getters["label"](row))
         label = label_names.get(raw_label, raw_label)

@@ -11,6 +11,7 @@ record (harness/distributed.py).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -31,7 +32,8 @@ from harness.distributed import Processes, join_processes
 from harness.generation import generate_labels, generate_texts
 from harness.journal import Journal, journal_path, remove_journals
 from harness.memory import PeakMemory
-from harness.metrics import NO_LABEL, cloze_metrics, compute_metrics, matching_answer, standard_error
+from harness.metrics import (NO_LABEL, cloze_metrics, compute_metrics, count_words, matching_answer,
+                             perplexity_metrics, standard_error)
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
 from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
@@ -48,6 +50,7 @@ from harness.records import (
     write_text_atomic,
 )
 from harness.requests import ScoringRequest, build_requests
+from harness.rolling import score_documents
 from harness.scoring import ScoringStats
 
 TRAINING_FILE = "training.json"  # written once the trained weights are saved: training is complete
@@ -288,15 +291,42 @@ def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     )
 
 
+def _document_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+                    open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
+    """A perplexity task: each text's rolling log-likelihood, with the words and bytes it is counted over."""
+    texts = [plan.template.render(example, "") for example in selection.examples]
+    field = plan.config.task.units_field
+    counted = texts if field is None else [str(example.fields[field]) for example in selection.examples]
+    result = score_documents(lm, texts, batch_size, progress, open_journal)
+    first_windows = list(itertools.accumulate([0, *result.windows[:-1]]))
+    return Predicted(
+        requests=[result.requests[i] if count else _NO_WINDOW for i, count in zip(first_windows, result.windows)],
+        predictions=[NO_LABEL] * len(texts),
+        details=[{"loglikelihood": value, "tokens": tokens, "windows": windows, "words": count_words(text),
+                  "bytes": len(text.encode("utf-8"))}
+                 for value, tokens, windows, text in zip(result.loglikelihoods, result.tokens, result.windows, counted)],
+        probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
+        inference_tokens=sum(result.tokens), loglikelihoods=result.loglikelihoods,
+        target_bytes=[len(text.encode("utf-8")) for text in counted],
+    )
+
+
+_NO_WINDOW = ScoringRequest(context_ids=(), continuation_ids=(), demo_ids=(), dropped_demos=0)  # an empty text
+
+
 PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel: _rank_items,
                                        Scorer.generate: _generated_items}
 KIND_PREDICTORS: dict[TaskKind, Predictor] = {TaskKind.choice: _choice_items, TaskKind.cloze: _cloze_items,
-                                              TaskKind.generate: _answer_items}
+                                              TaskKind.generate: _answer_items, TaskKind.perplexity: _document_items}
 
 
 def measure(task: TaskConfig, labels: Sequence[str], examples: Sequence[Example], predicted: Predicted) -> Measured:
     """The task's metrics with their standard errors (and the ECE of a label distribution), per value of
     task.metrics_by with their macro average, and a calibrated run's metrics before calibration."""
+    if task.kind == TaskKind.perplexity:  # ratios of sums over the whole corpus
+        return Measured(perplexity_metrics(task.metrics, predicted.loglikelihoods,
+                                           [detail["words"] for detail in predicted.details],
+                                           predicted.target_bytes), {}, None, None)
     if task.kind.item_answers:
         references = [example.gold for example in examples]
         chosen = {name: predicted.chosen.get(name, predicted.predictions) for name in task.metrics}

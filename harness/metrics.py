@@ -54,7 +54,11 @@ BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
 }
 CLOZE_METRICS = ("acc", "perplexity", "bits_per_byte")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
 MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "exact_match"}
-KIND_METRICS = {TaskKind.cloze: CLOZE_METRICS, TaskKind.generate: ("exact_match",)}  # the only ones they can compute  # per-item averages: analytic standard errors
+# perplexity tasks (perplexity_metrics): from each text's rolling log-likelihood
+PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+KIND_METRICS = {TaskKind.cloze: CLOZE_METRICS, TaskKind.generate: ("exact_match",),  # the only ones they can compute
+                TaskKind.perplexity: PERPLEXITY_METRICS}
+LOWER_IS_BETTER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -144,6 +148,26 @@ def cloze_metrics(names: Sequence[str], greedy: Sequence[bool], loglikelihoods: 
         else:
             metrics[name] = float(-values.sum() / math.log(2) / sum(target_bytes))
     return metrics, stderr
+
+
+def perplexity_metrics(names: Sequence[str], loglikelihoods: Sequence[float], words: Sequence[int],
+                       text_bytes: Sequence[int]) -> dict[str, float]:
+    """A perplexity task's metrics over its texts, as lm-evaluation-harness's loglikelihood_rolling tasks
+    (wikitext): word_perplexity exp(-summed log-likelihood / summed words), byte_perplexity the same per
+    UTF-8 byte, bits_per_byte -summed log-likelihood / summed bytes / ln 2. Ratios of sums over the whole
+    corpus, so no per-item standard error."""
+    total = float(np.sum(np.asarray(loglikelihoods, dtype=np.float64)))
+    per = {"word_perplexity": sum(words), "byte_perplexity": sum(text_bytes), "bits_per_byte": sum(text_bytes)}
+    metrics = {}
+    for name in names:
+        count = max(per[name], 1)
+        metrics[name] = -total / count / math.log(2) if name == "bits_per_byte" else math.exp(-total / count)
+    return metrics
+
+
+def count_words(text: str) -> int:
+    """Words as lm-evaluation-harness counts them for word_perplexity: the pieces between runs of whitespace."""
+    return len(re.split(r"\s+", text))
 
 
 def compute_metrics(names: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:

@@ -41,6 +41,15 @@ class LanguageModel:
         return 0
 
     @property
+    def prefix_token_id(self) -> int:
+        """What a text scored from its first token is conditioned on (rolling log-likelihood): BOS, else EOS, as
+        lm-evaluation-harness's prefix_token_id."""
+        for token_id in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        return self.pad_token_id
+
+    @property
     def layer_types(self) -> tuple[str, ...]:
         """Attention kind of each layer when the model names them ("full_attention", "sliding_attention")."""
         return tuple(getattr(self.model.config, "layer_types", None) or ())

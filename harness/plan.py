@@ -77,8 +77,8 @@ def plan_run(config: RunConfig) -> RunPlan:
                      # the seed's own value trains as the plain run does: the same run, the same key
                      train_seed=None if config.train_seed == config.seed and config.method.name != Method.icl
                      else config.train_seed)
+    check_task(config)  # first: what the task's kind rules out says more than a generic complaint about it
     check_settings(config)
-    check_task(config)
     template = load_template(task, config.template, config.label_words)
     if task.kind == TaskKind.classify and is_channel(template, task.fields) and config.scorer != Scorer.channel:
         raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
@@ -152,7 +152,7 @@ def templates_to_run(config: RunConfig) -> list[str]:
     if config.template != "all":
         return [config.template or config.task.default_template]
     names = [name for name in template_files(config.task.name)
-             if config.task.kind.item_answers  # no channel scoring there: every template suits
+             if config.task.kind != TaskKind.classify  # no channel scoring there: every template suits
              or is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
     if not names:
         raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
@@ -164,6 +164,16 @@ def check_task(config: RunConfig) -> None:
     task = config.task
     if task.kind == TaskKind.classify and not task.labels:
         raise HarnessError(f"task '{task.name}' has no labels (a multiple-choice task says kind: choice)")
+    if task.kind == TaskKind.perplexity:
+        if task.labels:
+            raise HarnessError(f"task '{task.name}' scores whole texts (kind: perplexity), so it has no labels")
+        fixed = {"shots": (config.shots, 0), "method": (config.method.name, Method.icl),
+                 "scorer": (config.scorer, Scorer.rank), "calibration": (config.calibration, Calibration.none),
+                 "normalize": (config.normalize, Normalize.sum)}
+        for key, (value, allowed) in fixed.items():
+            if value != allowed:
+                raise HarnessError(f"task '{task.name}' scores whole texts by their rolling log-likelihood (kind: "
+                                   f"perplexity): {key}={value} does not apply ({key}={allowed} only)")
     if task.kind.item_answers:
         kind = {TaskKind.choice: "multiple choice", TaskKind.cloze: "a cloze task",
                 TaskKind.generate: "a short-answer task"}[task.kind]
@@ -178,7 +188,7 @@ def check_task(config: RunConfig) -> None:
                                    f"(its items bring their own answers; metrics: {', '.join(task.metrics)})")
         if config.demos == Demos.balanced:
             raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is {kind}")
-    for key in ("demos_match", "metrics_by"):
+    for key in ("demos_match", "metrics_by", "units_field"):
         name = getattr(task, key)
         if name is not None and name not in task.fields:
             raise HarnessError(f"task '{task.name}': {key} names '{name}', which is not one of its fields "

@@ -21,7 +21,7 @@ import jinja2
 import yaml
 from jinja2 import meta
 
-from harness.config import TaskConfig
+from harness.config import TaskConfig, TaskKind
 from harness.data import Example
 from harness.errors import HarnessError
 from harness.expressions import ENVIRONMENT
@@ -130,7 +130,11 @@ def load_template(task: TaskConfig, name: str, label_words: str | None = None) -
             f"template '{name}' uses field(s) {missing} that task '{task.name}' does not have "
             f"(fields: {', '.join(task.fields)})"
         )
-    if "answer" not in used["example"] or "answer" in used.get("instruction", set()) | used.get("continuation", set()):
+    if task.kind == TaskKind.perplexity:  # the rendered example is the text scored: there is no answer
+        if "answer" in everything or set(sources) - {"example"}:
+            raise HarnessError(f"template {path} is for a perplexity task: its `example` renders the text scored, "
+                               "with no {{ answer }} (and no instruction, demonstration or continuation)")
+    elif "answer" not in used["example"] or "answer" in used.get("instruction", set()) | used.get("continuation", set()):
         raise HarnessError(f"template {path} must place the label with {{{{ answer }}}} in its example")
     if not everything & set(task.fields):
         raise HarnessError(f"template {path} renders none of the fields of task '{task.name}' "

@@ -34,6 +34,7 @@ MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # Settings added after records existed: at this value (what every earlier run did) they stay out of the key,
 # so adding them did not orphan a single record.
 KEY_NEUTRAL = {"train_seed": None, "label_words": None}
+TASK_KEY_NEUTRAL = {"units_field": None}  # the same, for the task's own settings
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
@@ -168,6 +169,8 @@ def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = {key: value for key, value in config.items()
                 if key not in HASH_EXCLUDED and not (key in KEY_NEUTRAL and value == KEY_NEUTRAL[key])}
     relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
+    relevant["task"] = {key: value for key, value in config["task"].items()
+                        if not (key in TASK_KEY_NEUTRAL and value == TASK_KEY_NEUTRAL[key])}
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

@@ -89,7 +89,7 @@ def score_requests(
             contexts = [requests[i].context_ids for i in members]
             prefix_length = _shared_prefix_length(contexts) if prefix_cache else 0
             forwarded += prefix_length
-            members.sort(key=lambda i: -len(requests[i].context_ids))  # similar lengths, little padding
+            members.sort(key=lambda i: -_row_width(requests[i]))  # similar lengths, little padding
             todo = [index for index in members if index not in done]
             if not todo:
                 continue
@@ -110,6 +110,13 @@ def score_requests(
     ]
     scored = sum(len(r.context_ids) * len(r.continuation_ids) + sum(map(len, r.continuation_ids)) for r in requests)
     return scores, ScoringStats(scored, forwarded, time.perf_counter() - start)
+
+
+def _row_width(request: ScoringRequest) -> int:
+    """Positions the request's row runs: its context, and a single continuation in the same row (_score_batch)
+    but its last token; several continuations run after the row."""
+    inline = request.continuation_ids[0] if len(request.continuation_ids) == 1 else ()
+    return len(request.context_ids) + max(0, len(inline) - 1)
 
 
 def _require_finite(values: list[list[tuple[float, bool]]], requests: Sequence[ScoringRequest]) -> None:

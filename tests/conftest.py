@@ -18,6 +18,9 @@ SHARED = REPO.parent / "shared"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the workers share the cores, as parallel runs do
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 POSITIVE = ["a joyful film", "great acting and a fine plot", "I loved every minute", "warm and funny",
             "a delight", "brilliant work", "moving and beautiful", "superb from start to end"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli, run_in_process
+from conftest import compose, read_record, run_cli, run_in_process
 
 
 def _run(tmp_path: Path, env: dict, model: Path, *overrides: str, output: str = "out"):
@@ -202,3 +202,21 @@ exit_without_teardown(3)
     script.write_text("from harness.__main__ import exit_without_teardown\nexit_without_teardown('bad input')\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert done.returncode == 1 and done.stderr.strip() == "bad input"
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["task=sentiment", "shots=4"], "d7f8408375"),
+    (["task=arc_easy", "model.dtype=float32"], "a665659c36"),
+    (["task=sentiment", "method=lora"], "9e7b833df3"),
+])
+def test_settings_added_since_leave_earlier_run_keys_alone(harness_env: dict, overrides: list[str], key: str) -> None:
+    """Settings added after records existed (train_seed, label_words, task.units_field, the model's placement)
+    stay out of the key at their default: these are the keys commit 800a7f3 computed for the same configs and
+    inputs, so no record made before them is orphaned."""
+    from omegaconf import OmegaConf
+
+    from harness.records import Inputs, run_key
+
+    resolved = OmegaConf.to_container(OmegaConf.structured(compose(*overrides)), resolve=True, enum_to_str=True)
+    inputs = Inputs(task_file=None, template_file="a", eval_data="b", demo_data=None, model="c")
+    assert run_key(resolved, inputs) == key

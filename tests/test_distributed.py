@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.distributed import Processes
-from tests.conftest import read_record, run_cli
+from conftest import read_record, run_cli
 
 TOLERANCE = 1e-5
 
@@ -100,7 +100,7 @@ def test_a_model_split_between_memory_and_disk_scores_as_a_whole_one(tmp_path: P
     disk and loads them for each forward pass (the most a machine without GPUs can split a model); the prefix
     cache and the scorer give the numbers of the model in one piece, under the same run key."""
     from harness.models import load_language_model
-    from tests.conftest import compose, run_in_process
+    from conftest import compose, run_in_process
 
     placement = ["model.device_map=auto", "model.max_memory={cpu: 300KB}", f"model.offload_folder={tmp_path / 'off'}"]
     split = load_language_model(compose(f"model={tiny_llama_dir}", *placement).model, "auto")
@@ -132,7 +132,7 @@ def test_a_split_model_is_refused_under_accelerate_launch(harness_env: dict, tin
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.errors import HarnessError
     from harness.plan import plan_run
-    from tests.conftest import compose
+    from conftest import compose
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="use one or the other"):

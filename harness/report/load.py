@@ -26,7 +26,8 @@ from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
 METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_macro", "exact_match", "perplexity",
-                  "ece", "uncalibrated_accuracy", "uncalibrated_ece")
+                  "word_perplexity", "byte_perplexity", "bits_per_byte", "ece", "uncalibrated_accuracy",
+                  "uncalibrated_ece")
 # A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.
 UNCALIBRATED = {"uncalibrated_accuracy": "accuracy", "uncalibrated_ece": "ece"}
 TRAINING_COLUMNS = ("train_time_s", "train_flops", "trainable_parameters", "total_parameters")

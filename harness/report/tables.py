@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.metrics import NO_LABEL
+from harness.metrics import LOWER_IS_BETTER, NO_LABEL
 from harness.registry import TaskGroup
 from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
 from harness.report.stats import (
@@ -25,8 +25,10 @@ from harness.report.stats import (
     win_rates,
 )
 
-# what metric= chooses (higher is better for each): classification, then multiple choice (harness/multiple_choice.py)
-METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match")
+# what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers, then the
+# perplexity tasks' (lower is better: harness.metrics.LOWER_IS_BETTER)
+METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match", "word_perplexity",
+           "byte_perplexity", "bits_per_byte")
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
 Predictions = Callable[[str], "pd.DataFrame | None"]  # run directory -> id, gold, prediction per item
@@ -107,8 +109,8 @@ def comparison(runs: pd.DataFrame, settings: pd.DataFrame, group: list[str], met
 
 def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str,
                 task_groups: Sequence[TaskGroup] = ()) -> pd.DataFrame:
-    """HELM's mean win rate: per task, an entry's share of the other entries with a lower mean metric
-    (ties count half), averaged over the tasks the entry was run on. Per-task ranks: 1 = best mean
+    """HELM's mean win rate: per task, an entry's share of the other entries with a worse mean metric
+    (lower, or higher for a perplexity; ties count half), averaged over the tasks the entry was run on. Per-task ranks: 1 = best mean
     metric, tied entries share the best rank. Without task in the group, all rows are one task.
 
     For each task group whose every task an entry ran, "<group> average": the mean over its tasks of the
@@ -121,7 +123,8 @@ def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str,
     long = []
     for _, frame in scores.groupby("task", sort=True):
         means = frame[f"{metric}_mean"]
-        long.append(frame.assign(rank=means.rank(ascending=False, method="min"), win_rate=win_rates(means)))
+        better = -means if metric in LOWER_IS_BETTER else means  # a lower perplexity wins
+        long.append(frame.assign(rank=better.rank(ascending=False, method="min"), win_rate=win_rates(better)))
     if not long:
         return pd.DataFrame(columns=["rank", *entry_keys, "tasks", "mean_win_rate"])
     averages = _group_averages(summary_table, entry_keys, task_groups) if "task" in group else {}
