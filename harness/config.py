@@ -119,6 +119,17 @@ class PackagedSourceConfig(SourceConfig):
 
 
 @dataclass
+class AnswerFilter:
+    """How an answer is taken out of a generation, as lm-evaluation-harness's regex filter then take_first:
+    the `group_select`-th match (-1: the last), its first non-empty group when the pattern has several, stripped;
+    `fallback` when nothing matches."""
+
+    regex: str = MISSING
+    group_select: int = 0
+    fallback: str = "[invalid]"
+
+
+@dataclass
 class AnswerConfig:
     """kind: generate: how an answer is generated and compared, as lm-evaluation-harness's generate_until
     tasks with its exact_match metric (applied in this order: regexes, case, punctuation)."""
@@ -128,6 +139,9 @@ class AnswerConfig:
     regexes_to_ignore: List[str] = field(default_factory=list)  # removed from answer and references
     ignore_case: bool = False
     ignore_punctuation: bool = False  # string.punctuation removed
+    # named extractions, each scored as metric exact_match_<name> (GSM8K: strict and flexible); the plain
+    # exact_match compares the whole generation, leading whitespace dropped
+    filters: Dict[str, AnswerFilter] = field(default_factory=dict)
 
 
 @dataclass

@@ -32,8 +32,8 @@ from harness.distributed import Processes, join_processes
 from harness.generation import generate_labels, generate_texts
 from harness.journal import Journal, journal_path, remove_journals
 from harness.memory import PeakMemory
-from harness.metrics import (NO_LABEL, cloze_metrics, compute_metrics, count_words, matching_answer,
-                             perplexity_metrics, standard_error)
+from harness.metrics import (NO_LABEL, cloze_metrics, compute_metrics, count_words, extracted_answer,
+                             matching_answer, perplexity_metrics, standard_error)
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
 from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
@@ -280,14 +280,26 @@ def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     texts, stats = generate_texts(lm, requests, spec.max_new_tokens, spec.until, batch_size, progress,
                                   open_journal(requests))
     answers = [text.lstrip() for text in texts]  # lm-evaluation-harness's remove_whitespace filter
-    matches = [matching_answer(answer, example.choices, spec) for answer, example in zip(answers, selection.examples)]
-    predictions = [NO_LABEL if match is None else example.gold for match, example in zip(matches, selection.examples)]
+    # each named filter reads the generation as it came (GSM8K's regexes), the plain match its stripped text
+    extracted = {name: [extracted_answer(text, rule) for text in texts] for name, rule in spec.filters.items()}
+
+    def matched(candidates: Sequence[str]) -> list[int | None]:
+        return [matching_answer(answer, example.choices, spec) for answer, example in zip(candidates, selection.examples)]
+
+    def right(found: Sequence[int | None]) -> list[int]:
+        return [NO_LABEL if match is None else example.gold for match, example in zip(found, selection.examples)]
+
+    matches = matched(answers)
+    chosen = {"exact_match": right(matches), **{f"exact_match_{name}": right(matched(values))
+                                                for name, values in extracted.items()}}
     return Predicted(
-        requests=requests, predictions=predictions,
-        details=[{"generation": answer, "matched": None if match is None else example.choices[match]}
-                 for answer, match, example in zip(answers, matches, selection.examples)],
+        requests=requests, predictions=chosen["exact_match"],
+        details=[{"generation": answer, "matched": None if match is None else example.choices[match],
+                  **({"extracted": {name: values[i] for name, values in extracted.items()},
+                      "right": {metric: chosen[metric][i] != NO_LABEL for metric in chosen}} if extracted else {})}
+                 for i, (answer, match, example) in enumerate(zip(answers, matches, selection.examples))],
         probabilities=None, uncalibrated=None, calibration_scores=None, stats=stats,
-        inference_tokens=stats.tokens_scored, chosen={"exact_match": predictions},
+        inference_tokens=stats.tokens_scored, chosen=chosen,
     )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from harness.config import AnswerConfig, TaskKind
+from harness.config import AnswerConfig, AnswerFilter, TaskKind
 from harness.errors import HarnessError
 from harness.hub import require_hub
 
@@ -68,9 +68,9 @@ def standard_error(name: str, predictions: Sequence[int], references: Sequence[i
     correctness over sqrt(n), as lm-evaluation-harness reports; for macro-F1, the standard deviation over
     BOOTSTRAP_RESAMPLES resamples of the items (seeded). None for other metrics and for a single item."""
     n = len(references)
-    if n < 2 or name not in BUILTIN_METRICS:
+    if n < 2 or builtin_metric(name) is None:
         return None
-    if name in MEANS:
+    if name in MEANS or name.startswith("exact_match_"):
         correct = np.asarray(predictions) == np.asarray(references)
         return float(correct.std(ddof=1) / math.sqrt(n))
     resamples = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
@@ -92,16 +92,36 @@ def _macro_f1_resampled(predicted: np.ndarray, gold: np.ndarray, resamples: np.n
     return f1_sums / np.maximum(present, 1)
 
 
-def check_metrics(names: Sequence[str], kind: TaskKind = TaskKind.classify) -> None:
+def check_metrics(names: Sequence[str], kind: TaskKind = TaskKind.classify, answer: AnswerConfig | None = None) -> None:
     """Load every metric a task names now, before any scoring: an unknown name fails first, not last."""
     if kind in KIND_METRICS:
-        unknown = sorted(set(names) - set(KIND_METRICS[kind]))
+        known = answer_metrics(answer) if kind == TaskKind.generate and answer is not None else KIND_METRICS[kind]
+        unknown = sorted(set(names) - set(known))
         if unknown:
-            raise HarnessError(f"a {kind} task's metrics are {', '.join(KIND_METRICS[kind])}; not {', '.join(unknown)}")
+            raise HarnessError(f"a {kind} task's metrics are {', '.join(known)}; not {', '.join(unknown)}")
         return
     for name in names:
         if name not in BUILTIN_METRICS:
             _hub_metric(name)
+
+
+def extracted_answer(generation: str, spec: AnswerFilter) -> str:
+    """The answer a filter takes out of a generation (lm-evaluation-harness's RegexFilter, then take_first)."""
+    matches = re.findall(spec.regex, generation)
+    if not matches:
+        return spec.fallback
+    try:
+        match = matches[spec.group_select]
+    except IndexError:
+        return spec.fallback
+    if isinstance(match, tuple):  # several groups: the first that matched
+        match = next((group for group in match if group), spec.fallback)
+    return match.strip()
+
+
+def answer_metrics(spec: AnswerConfig) -> tuple[str, ...]:
+    """What a short-answer task can report: exact_match, and exact_match_<name> per named extraction."""
+    return ("exact_match", *(f"exact_match_{name}" for name in spec.filters))
 
 
 def matching_answer(answer: str, references: Sequence[str], spec: AnswerConfig) -> int | None:
@@ -170,11 +190,16 @@ def count_words(text: str) -> int:
     return len(re.split(r"\s+", text))
 
 
+def builtin_metric(name: str) -> Callable[[Sequence[int], Sequence[int]], float] | None:
+    """A built-in metric by name; exact_match_<filter> is exact_match over that filter's answers."""
+    return BUILTIN_METRICS.get("exact_match" if name.startswith("exact_match_") else name)
+
+
 def compute_metrics(names: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
     results: dict[str, float] = {}
     for name in names:
-        if name in BUILTIN_METRICS:
-            results[name] = BUILTIN_METRICS[name](predictions, references)
+        if builtin_metric(name) is not None:
+            results[name] = builtin_metric(name)(predictions, references)
         else:
             results.update(_hub_metric(name).compute(predictions=list(predictions), references=list(references)))
     return results

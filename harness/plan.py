@@ -86,7 +86,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     if config.scorer == Scorer.channel and not is_channel(template, task.fields):
         raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
                            f"(a channel_* template), not '{template.name}'")
-    check_metrics(task.metrics, task.kind)
+    check_metrics(task.metrics, task.kind, task.answer)
     evaluation = load_split(task, task.eval_split)
     examples = evaluation
     if config.subsample is not None:

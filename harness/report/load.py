@@ -25,7 +25,8 @@ from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_macro", "exact_match", "perplexity",
+METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_macro", "exact_match",
+                  "exact_match_strict", "exact_match_flexible", "perplexity",
                   "word_perplexity", "byte_perplexity", "bits_per_byte", "ece", "uncalibrated_accuracy",
                   "uncalibrated_ece")
 # A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.

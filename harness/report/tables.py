@@ -25,10 +25,10 @@ from harness.report.stats import (
     win_rates,
 )
 
-# what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers, then the
-# perplexity tasks' (lower is better: harness.metrics.LOWER_IS_BETTER)
-METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match", "word_perplexity",
-           "byte_perplexity", "bits_per_byte")
+# what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers (GSM8K's two
+# extractions: the names its filters get), then the perplexity tasks' (lower is better: metrics.LOWER_IS_BETTER)
+METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match", "exact_match_strict",
+           "exact_match_flexible", "word_perplexity", "byte_perplexity", "bits_per_byte")
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
 Predictions = Callable[[str], "pd.DataFrame | None"]  # run directory -> id, gold, prediction per item
