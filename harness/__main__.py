@@ -14,7 +14,8 @@ USAGE = """usage: python -m harness <command> [options]
 
 commands:
   run    score a model on a task; Hydra overrides such as task=sst2 shots=8 seed=2,
-         -m for sweeps (python -m harness run -m shots=0,4,8 seed=1,2,3);
+         -m for sweeps (python -m harness run -m shots=0,4,8 seed=1,2,3); --processes N splits each run's
+         items across N processes (accelerate launch: one per GPU, or CPU processes);
          `python -m harness run --help` shows every setting
   list   show tasks, templates and models
   report tables and plots from the run records: python -m harness report [results_dir] [task=sst2 ...];

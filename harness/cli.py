@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from harness.config import RunConfig
 from harness.distributed import is_main_process
 from harness.errors import HarnessError, RunInterrupted
+from harness.launch import relaunch, requested_processes
 from harness.records import RunRecord
 from harness.registry import (
     MODEL_CONFIG_DIR,
@@ -40,6 +41,9 @@ HYDRA_FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--inf
 
 
 def run_command(arguments: list[str]) -> int:
+    processes, arguments = requested_processes(arguments)
+    if processes is not None and processes > 1:  # the same command, split across processes by accelerate
+        return relaunch(processes, arguments)
     register_configs()
     arguments = _quote_non_ascii(_expand_groups(_expand_model_override(arguments)))
     if not HYDRA_FLAGS_WITHOUT_RUN & set(arguments):

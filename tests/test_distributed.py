@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,8 +73,11 @@ def test_two_processes_write_the_record_one_process_writes(tmp_path: Path, harne
     common = ["-m", "task=toy", f"model={tiny_model_dir}", "shots=4", "calibration=contextual", "method=icl,bitfit"]
     single = run_cli("run", *common, f"output_dir={tmp_path / 'one'}", env=harness_env, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    launched = _launch(*common, f"output_dir={tmp_path / 'two'}", env=harness_env, cwd=tmp_path)
+    # --processes 2 writes the accelerate launch command (the resume test below types it)
+    launched = run_cli("run", "--processes", "2", *common, f"output_dir={tmp_path / 'two'}", env=harness_env,
+                       cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "accelerate.commands.launch --multi_gpu --num_processes 2" in launched.stderr
     assert launched.stdout.count("run record:") == 2  # the main process prints; the other one does not
 
     one, two = _runs(tmp_path / "one"), _runs(tmp_path / "two")
@@ -137,3 +143,63 @@ def test_a_split_model_is_refused_under_accelerate_launch(harness_env: dict, tin
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="use one or the other"):
         plan_run(compose("task=toy", f"model={tiny_model_dir}", "model.device_map=auto"))
+
+
+def _long_task(root: Path) -> Path:
+    """A HARNESS_PATH root whose task has 700 test items: a split run lasts long enough to be killed midway."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    words = ["good", "bad", "fine", "dull", "warm", "flat", "great", "weak", "bright", "tired"]
+    rows = [{"id": f"x{i}", "text": f"a {words[i % 10]} and {words[(i // 10) % 10]} film, take {i}", "label": i % 2}
+            for i in range(720)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[20:]))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "long.yaml").write_text(
+        "name: long\nfields: [text]\nlabels: {neg: bad, pos: good}\ndemo_split: train\neval_split: test\n"
+        f"default_template: plain\ndata_dir: {data}\n"
+        "files:\n  splits: {train: train.jsonl, test: test.jsonl}\n  label_values: {0: neg, 1: pos}\n")
+    (root / "prompts" / "long").mkdir(parents=True)
+    (root / "prompts" / "long" / "plain.yaml").write_text('example: "Text: {{ text }}\\nLabel: {{ answer }}"\n')
+    return root
+
+
+def test_a_killed_split_run_resumes_each_block(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
+    """Each process journals its block; killed midway and started again with as many processes, each block
+    continues where it stopped, and the record is the uninterrupted run's."""
+    env = {**harness_env, "HARNESS_PATH": str(_long_task(tmp_path / "root"))}
+    settings = ["task=long", f"model={tiny_model_dir}", "shots=2", "batch_size=2"]
+    output = tmp_path / "stopped"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
+               "-m", "harness", "run", *settings, f"output_dir={output}"]
+    launcher = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def partway() -> bool:  # both processes have journaled 30 batches of their block
+        journals = list(output.glob("*/journal.*-of-2.jsonl"))
+        return len(journals) == 2 and all(len(path.read_text().splitlines()) > 30 for path in journals)
+
+    deadline = time.monotonic() + 300
+    while not partway():
+        assert launcher.poll() is None and time.monotonic() < deadline, "the split run did not get going"
+        time.sleep(0.05)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both processes at once, as a lost node would
+    launcher.wait(timeout=60)
+    assert not list(output.glob("*/metrics.json"))
+    resumed = subprocess.run([*command[:command.index("--main_process_port") + 1], str(_free_port()),
+                              *command[command.index("--main_process_port") + 2:]],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("finished by an earlier, interrupted process") == 2  # both blocks resumed
+    [run_dir] = [path.parent for path in output.glob("*/metrics.json")]
+    record = read_record(run_dir)
+    assert record.cost.examples_resumed >= 60 and record.n == 700
+    assert not list(run_dir.glob("journal*"))
+    single = run_cli("run", *settings, f"output_dir={tmp_path / 'single'}", env=env, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    [reference] = [path.parent for path in (tmp_path / "single").glob("*/metrics.json")]
+    assert reference.name == run_dir.name
+    rows, reference_rows = _rows(run_dir), _rows(reference)
+    assert [r["prediction"] for r in rows] == [r["prediction"] for r in reference_rows]
+    assert _max_difference([r["scores"] for r in rows], [r["scores"] for r in reference_rows]) <= TOLERANCE

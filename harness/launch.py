@@ -1,0 +1,57 @@
+"""`python -m harness run --processes N ...`: the run (or sweep) split across N processes by accelerate's
+launcher, without writing its command (harness/distributed.py does the splitting)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from harness.distributed import launched_processes
+from harness.errors import HarnessError
+
+FLAG = "--processes"
+
+
+def requested_processes(arguments: list[str]) -> tuple[int | None, list[str]]:
+    """N from `--processes N` (or `--processes=N`), and the arguments without it; None when not given."""
+    count: str | None = None
+    rest: list[str] = []
+    items = iter(arguments)
+    for argument in items:
+        if argument == FLAG:
+            count = next(items, "")
+        elif argument.startswith(f"{FLAG}="):
+            count = argument.partition("=")[2]
+        else:
+            rest.append(argument)
+    if count is None:
+        return None, arguments
+    if not count.isdigit() or int(count) < 1:
+        raise HarnessError(f"{FLAG} takes a number of processes (1 or more), got {count!r}")
+    return int(count), rest
+
+
+def relaunch(count: int, arguments: list[str]) -> int:
+    """`python -m harness run <arguments>` under `accelerate launch` with `count` processes, its exit status.
+    Processes take the GPUs in turn; on a machine without GPUs they are CPU processes (gloo) with
+    cores // count threads each."""
+    if launched_processes() > 1:
+        raise HarnessError(f"{FLAG} starts the processes itself: this run is one of {launched_processes()} already")
+    import torch  # to count the GPUs; the run imports it anyway
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(count),
+               "--main_process_port", str(_free_port())]
+    if not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        command += ["--num_cpu_threads_per_process", str(max(1, cores // count))]
+    print(f"harness: {' '.join(command[1:])} -m harness run ...", file=sys.stderr)
+    return subprocess.run([*command, "-m", "harness", "run", *arguments]).returncode
+
+
+def _free_port() -> int:
+    """A port nobody listens on now, for the processes to meet at (two runs on one machine must not share one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
