@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.distributed import Processes
@@ -184,7 +183,9 @@ def test_a_killed_split_run_resumes_each_block(tmp_path: Path, harness_env: dict
     while not partway():
         assert launcher.poll() is None and time.monotonic() < deadline, "the split run did not get going"
         time.sleep(0.05)
-    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both processes at once, as a lost node would
+    # the launcher and both processes at once, as a lost node would (torchrun's workers leave its process group)
+    for process in [*psutil.Process(launcher.pid).children(recursive=True), psutil.Process(launcher.pid)]:
+        process.kill()
     launcher.wait(timeout=60)
     assert not list(output.glob("*/metrics.json"))
     resumed = subprocess.run([*command[:command.index("--main_process_port") + 1], str(_free_port()),
