@@ -31,10 +31,9 @@ RECORD_FORMAT = 2
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
 # The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
 MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
-# Settings added after records existed: at this value (what every earlier run did) they stay out of the key,
-# so adding them did not orphan a single record.
-KEY_NEUTRAL = {"train_seed": None, "label_words": None}
-TASK_KEY_NEUTRAL = {"units_field": None}  # the same, for the task's own settings
+# Settings added after records existed (dotted paths into the config): at this value, what every earlier run
+# did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
+KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {}}
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
@@ -166,13 +165,22 @@ class RunRecord:
 
 
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
-    relevant = {key: value for key, value in config.items()
-                if key not in HASH_EXCLUDED and not (key in KEY_NEUTRAL and value == KEY_NEUTRAL[key])}
+    relevant = _without_neutral({key: value for key, value in config.items() if key not in HASH_EXCLUDED})
     relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
-    relevant["task"] = {key: value for key, value in config["task"].items()
-                        if not (key in TASK_KEY_NEUTRAL and value == TASK_KEY_NEUTRAL[key])}
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def _without_neutral(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config less every KEY_NEUTRAL setting (a dotted path) that holds its neutral value."""
+    kept = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if path in KEY_NEUTRAL and value == KEY_NEUTRAL[path]:
+            continue
+        nested = isinstance(value, dict) and any(neutral.startswith(f"{path}.") for neutral in KEY_NEUTRAL)
+        kept[key] = _without_neutral(value, f"{path}.") if nested else value
+    return kept
 
 
 def run_dir_name(config: dict[str, Any], key: str) -> str:

@@ -48,7 +48,7 @@ def main_metrics(runs: pd.DataFrame, task_groups: Sequence[TaskGroup], metric: s
             named.setdefault(task, name)
     chosen = {}
     for task, frame in runs.groupby("task", sort=True):
-        recorded = [name for name in BOARD_METRICS if frame[name].notna().any()]
+        recorded = [name for name in BOARD_METRICS if name in frame and frame[name].notna().any()]
         if recorded:
             chosen[task] = next(name for name in (named.get(task), metric, *recorded) if name in recorded)
     return chosen
