@@ -13,7 +13,7 @@ journal and resume of every other run apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from harness.journal import Journal
 from harness.models import LanguageModel
@@ -53,7 +53,7 @@ def rolling_windows(tokens: Sequence[int], prefix_token: int, window: int) -> li
 
 
 def score_documents(lm: LanguageModel, texts: Sequence[str], batch_size: int | None, progress: bool,
-                    open_journal=None) -> DocumentScores:
+                    open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None) -> DocumentScores:
     """The log-likelihood of each text (the sum over its windows)."""
     encoded = lm.encode(list(texts), is_context=False) if texts else []
     requests: list[ScoringRequest] = []

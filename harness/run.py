@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from harness.config import RunConfig
+from harness.distributed import is_main_process
 from harness.errors import HarnessError
 from harness.lmeval_results import write_lmeval_results
 from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunResult, choose_inputs, plan_run, start_run_dir
@@ -29,7 +30,7 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         from harness.execute import execute  # torch and transformers: only once a model must run
 
         result = execute(plan, selection, started, progress)  # model -> predictions -> metrics -> record
-    if config.lmeval_results:
+    if config.lmeval_results and is_main_process():  # a data-parallel run's other processes hold the same record
         write_lmeval_results(plan.run_dir, result.record, plan.resolved,
                              {example.id: dict(example.fields) for example in plan.examples},
                              read_predictions(plan.run_dir))

@@ -109,6 +109,10 @@ def test_a_perplexity_run_records_the_corpus_metrics(tmp_path: Path, harness_env
                            f"output_dir={tmp_path / 'again'}")
     assert again.run_dir.name == done.run_dir.name
     assert read_record(again.run_dir).metrics == pytest.approx(metrics, rel=1e-6)
+    from harness.__main__ import main
+
+    assert main(["report", str(tmp_path / "out")]) == 0  # a perplexity run in the report: its metrics, ranked
+    assert "word perplexity" in (tmp_path / "out" / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("setting", ["shots=2", "method=lora", "calibration=contextual"])
