@@ -226,6 +226,27 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+REVIEW_WORDS = ["warm", "dull", "bright", "slow", "funny", "grim", "clever", "flat", "tender", "noisy"]
+
+
+def write_long_task(root: Path) -> Path:
+    """A HARNESS_PATH root whose task `long` has 700 test items: a run lasts long enough to be stopped midway."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    rows = [{"id": f"x{i}", "text": f"a {REVIEW_WORDS[i % 10]} and {REVIEW_WORDS[(i // 10) % 10]} film, take {i}",
+             "label": i % 2} for i in range(720)]
+    _write_jsonl(data / "train.jsonl", rows[:20])
+    _write_jsonl(data / "test.jsonl", rows[20:])
+    (root / "tasks").mkdir()
+    (root / "tasks" / "long.yaml").write_text(
+        "name: long\nfields: [text]\nlabels: {neg: bad, pos: good}\ndemo_split: train\neval_split: test\n"
+        f"default_template: plain\ndata_dir: {data}\n"
+        "files:\n  splits: {train: train.jsonl, test: test.jsonl}\n  label_values: {0: neg, 1: pos}\n")
+    (root / "prompts" / "long").mkdir(parents=True)
+    (root / "prompts" / "long" / "plain.yaml").write_text('example: "Text: {{ text }}\\nLabel: {{ answer }}"\n')
+    return root
+
+
 @pytest.fixture()
 def harness_env(task_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for in-process and subprocess runs: toy tasks visible, cache isolated."""

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from harness.distributed import Processes
-from conftest import read_record, run_cli
+from conftest import read_record, run_cli, write_long_task
 
 TOLERANCE = 1e-5
 
@@ -144,29 +144,10 @@ def test_a_split_model_is_refused_under_accelerate_launch(harness_env: dict, tin
         plan_run(compose("task=toy", f"model={tiny_model_dir}", "model.device_map=auto"))
 
 
-def _long_task(root: Path) -> Path:
-    """A HARNESS_PATH root whose task has 700 test items: a split run lasts long enough to be killed midway."""
-    data = root / "data"
-    data.mkdir(parents=True)
-    words = ["good", "bad", "fine", "dull", "warm", "flat", "great", "weak", "bright", "tired"]
-    rows = [{"id": f"x{i}", "text": f"a {words[i % 10]} and {words[(i // 10) % 10]} film, take {i}", "label": i % 2}
-            for i in range(720)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[20:]))
-    (root / "tasks").mkdir()
-    (root / "tasks" / "long.yaml").write_text(
-        "name: long\nfields: [text]\nlabels: {neg: bad, pos: good}\ndemo_split: train\neval_split: test\n"
-        f"default_template: plain\ndata_dir: {data}\n"
-        "files:\n  splits: {train: train.jsonl, test: test.jsonl}\n  label_values: {0: neg, 1: pos}\n")
-    (root / "prompts" / "long").mkdir(parents=True)
-    (root / "prompts" / "long" / "plain.yaml").write_text('example: "Text: {{ text }}\\nLabel: {{ answer }}"\n')
-    return root
-
-
 def test_a_killed_split_run_resumes_each_block(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:
     """Each process journals its block; killed midway and started again with as many processes, each block
     continues where it stopped, and the record is the uninterrupted run's."""
-    env = {**harness_env, "HARNESS_PATH": str(_long_task(tmp_path / "root"))}
+    env = {**harness_env, "HARNESS_PATH": str(write_long_task(tmp_path / "root"))}
     settings = ["task=long", f"model={tiny_model_dir}", "shots=2", "batch_size=2"]
     output = tmp_path / "stopped"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

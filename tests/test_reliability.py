@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli, run_in_process
+from conftest import read_record, run_cli, run_in_process, write_long_task
 from harness.cache import (PARTIAL_PREFIX, Entry, cache_dir, model_entry, publish, staging, sweep_partials,
                            write_manifest)
 from harness.errors import HarnessError, RunInterrupted
 
-REVIEW_WORDS = ["warm", "dull", "bright", "slow", "funny", "grim", "clever", "flat", "tender", "noisy"]
 
 
 def _run_dirs(output: Path) -> list[Path]:
@@ -42,21 +41,7 @@ def _one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def long_task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("longtask")
-    data = root / "data"
-    data.mkdir()
-    rows = [{"id": f"x{i}", "text": f"a {REVIEW_WORDS[i % 10]} and {REVIEW_WORDS[(i // 10) % 10]} film, take {i}",
-             "label": i % 2} for i in range(720)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[20:]))
-    (root / "tasks").mkdir()
-    (root / "tasks" / "long.yaml").write_text(
-        "name: long\nfields: [text]\nlabels: {neg: bad, pos: good}\ndemo_split: train\neval_split: test\n"
-        f"default_template: plain\ndata_dir: {data}\n"
-        "files:\n  splits: {train: train.jsonl, test: test.jsonl}\n  label_values: {0: neg, 1: pos}\n")
-    (root / "prompts" / "long").mkdir(parents=True)
-    (root / "prompts" / "long" / "plain.yaml").write_text('example: "Text: {{ text }}\\nLabel: {{ answer }}"\n')
-    return root
+    return write_long_task(tmp_path_factory.mktemp("longtask"))
 
 
 def _start(arguments: list[str], env: dict, cwd: Path) -> subprocess.Popen:
