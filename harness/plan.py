@@ -8,6 +8,7 @@ without the model fails here, in one line, before minutes of loading, training o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,13 @@ def check_task(config: RunConfig) -> None:
                                    f"(its items bring their own answers; metrics: {', '.join(task.metrics)})")
         if config.demos == Demos.balanced:
             raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is {kind}")
+    patterns = {**{f"answer.filters.{name}.regex": rule.regex for name, rule in task.answer.filters.items()},
+                **{f"answer.regexes_to_ignore[{i}]": regex for i, regex in enumerate(task.answer.regexes_to_ignore)}}
+    for key, regex in patterns.items():  # before minutes of generation, not after
+        try:
+            re.compile(regex)
+        except re.error as error:
+            raise HarnessError(f"task '{task.name}': {key} {regex!r} is not a regular expression ({error})") from None
     for key in ("demos_match", "metrics_by", "units_field"):
         name = getattr(task, key)
         if name is not None and name not in task.fields:

@@ -179,3 +179,13 @@ def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_d
 
 def _task_of(root: Path):
     return OmegaConf.to_object(load_task_node(root / "tasks" / "sums.yaml"))
+
+
+def test_a_filter_that_is_no_regular_expression_fails_before_generation(tmp_path: Path, harness_env: dict,
+                                                                         tiny_llama_dir: Path) -> None:
+    from conftest import run_cli
+
+    done = run_cli("run", "task=gsm8k", f"model={tiny_llama_dir}", "task.answer.filters.strict.regex='#### ([0-9'",
+                   "limit=1", f"output_dir={tmp_path}", env=harness_env, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: task 'gsm8k': answer.filters.strict.regex"), done.stderr
+    assert "is not a regular expression" in done.stderr and done.stderr.strip().count("\n") == 0
