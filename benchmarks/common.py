@@ -26,6 +26,12 @@ def run_logged(command: list[str], log: Path, cwd: Path, env: dict[str, str] | N
     return seconds
 
 
+def commit() -> str:
+    """The checkout's commit, short (what a printed figure came from)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown (no git here)"
+
+
 def ensure_model(name: str = MODEL) -> Path:
     """The harness's safetensors copy of a packaged model, converted from its GGUF if missing."""
     from omegaconf import OmegaConf

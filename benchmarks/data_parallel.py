@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from common import MODEL, REPO, ensure_model, run_logged
+from harness.launch import launch_command
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     run = ["-m", "harness", "run", f"model={MODEL}", *args.overrides]
     threads = max(1, cores // args.processes)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(args.processes),
-              "--num_cpu_threads_per_process", str(threads), "--main_process_port", str(_free_port())]
+    launch = launch_command(args.processes, threads)
     # the split run, one process with every core, and one process with the threads each split process has:
     # a difference between the first two that the third does not have comes from the thread count, not the split
     variants = {"split": (launch, {}), "one": ([sys.executable], {}),
@@ -66,12 +65,6 @@ def main() -> None:
 
 def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -34,11 +34,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import commit, ensure_model
+from harness.launch import launch_command
 
 REPO = Path(__file__).resolve().parent.parent
 PREPARED = REPO / ".gpu"
@@ -58,9 +60,6 @@ METHODS = ("lora", "ia3", "bitfit", "prompt_tuning", "full")
 def prepare() -> None:
     """Here: the wheels, the model's architecture and tokenizer, and the corpus, in .gpu/."""
     from importlib import metadata
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from common import ensure_model
 
     from harness.cache import cache_dir
 
@@ -98,7 +97,7 @@ def run(device: str, quick: bool) -> None:
         base.append("limit=64")
     peak = _matmul_rate(device, getattr(torch, dtype))
     parameters = _non_embedding_parameters(model_dir)
-    lines = [f"# harness on {_device_name(device)}, {dtype}, commit {_commit()}",
+    lines = [f"# harness on {_device_name(device)}, {dtype}, commit {commit()}",
              f"measured matmul rate: {peak / 1e12:.1f} TFLOP/s; model: SmolLM2-135M architecture, random "
              f"weights, {parameters / 1e6:.1f}M non-embedding parameters", ""]
 
@@ -123,8 +122,7 @@ def run(device: str, quick: bool) -> None:
                      f"{record['cost']['scoring_time_s']:.2f} |")
 
     lines += ["", "## Data-parallel (accelerate launch, 2 processes)", ""]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--main_process_port", str(_free_port())]
+    launch = launch_command(2, None if device == "cuda" else max(1, (os.cpu_count() or 2) // 2))
     try:
         split, wall = _harness(base + ["shots=8"], scratch / "split", environment, start=launch)
     except RuntimeError as error:
@@ -227,17 +225,6 @@ def _device_name(device: str) -> str:
     import torch
 
     return torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown (no git here)"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import numpy as np
 import yaml
 
-from common import REPO, ensure_model, run_logged
+from common import REPO, commit, ensure_model, run_logged
 from harness.assets import asset_path
 from harness.report.load import read_run
 
@@ -169,11 +169,13 @@ def mmlu_task_files(workdir: Path) -> list[str]:
 # the two tools
 
 
-def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path, workdir: Path, log: str) -> tuple[
-        float, dict[str, list[dict[str, Any]]]]:
+def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path, workdir: Path, log: str,
+               model_args: str = "") -> tuple[float, dict[str, list[dict[str, Any]]]]:
+    """lm-evaluation-harness on `tasks` (its task YAMLs in `workdir`): wall time and each task's samples by doc_id;
+    its results file is under workdir/lmeval_out_<log>. `model_args`: more of its model arguments (",max_length=64")."""
     output = workdir / f"lmeval_out_{log}"
     command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-               "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", ",".join(tasks),
+               "--model_args", f"pretrained={model_dir},dtype=float32{model_args}", "--tasks", ",".join(tasks),
                "--num_fewshot", str(shots), "--batch_size", "8", "--device", "cpu", "--log_samples",
                "--output_path", str(output), "--include_path", str(workdir)]
     if limit:
@@ -353,7 +355,7 @@ def main() -> None:
             in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
             results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
             print(_row(results[-1]), flush=True)
-    print(f"\nlm-evaluation-harness {version}; harness at {_commit()}; SmolLM2-135M-Instruct fp32, batch size 8, "
+    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size 8, "
           f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
     print(HEADER)
     for result in results:
@@ -373,13 +375,6 @@ def _row(result: Agreement) -> str:
     return (f"| {result.task} | {result.shots} | {n} | {result.same_text}/{n} | {result.same_acc_prediction}/{n} | "
             f"{correct} | {result.max_difference:.2e} | {ours} | {theirs} | {result.harness_s:.1f} | "
             f"{result.lmeval_s:.1f} | {result.lmeval_s / result.harness_s:.2f}x |")
-
-
-def _commit() -> str:
-    import subprocess
-
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() or "?"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import yaml
 
 from common import REPO, ensure_model, run_logged
-from leaderboard_vs_lmeval import export_rows
+from leaderboard_vs_lmeval import export_rows, run_lmeval
 
 METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
@@ -52,16 +52,10 @@ def main() -> None:
                 "output_type": "loglikelihood_rolling", "test_split": "test", "doc_to_text": "",
                 "doc_to_target": "{{text}}", "metric_list": [{"metric": name} for name in METRICS]}
         (workdir / "passages_rolling.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
-        output = workdir / "lmeval_out"
-        lmeval_wall = run_logged(
-            [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
-             f"pretrained={model_dir},dtype=float32,max_length={args.window}", "--tasks", "passages_rolling",
-             "--batch_size", "8", "--device", "cpu", "--log_samples", "--output_path", str(output),
-             "--include_path", str(workdir)], workdir / "lmeval.log", cwd=workdir)
-        (samples_path,) = output.rglob("samples_passages_rolling_*.jsonl")
-        samples = sorted((json.loads(line) for line in samples_path.read_text().splitlines()),
-                         key=lambda sample: sample["doc_id"])
-        (results_path,) = output.rglob("results_*.json")
+        lmeval_wall, samples_by_task = run_lmeval(["passages_rolling"], 0, None, model_dir, workdir, "rolling",
+                                                  model_args=f",max_length={args.window}")
+        samples = samples_by_task["passages_rolling"]
+        (results_path,) = (workdir / "lmeval_out_rolling").rglob("results_*.json")
         lmeval_metrics = json.loads(results_path.read_text())["results"]["passages_rolling"]
 
         root = workdir / "root"

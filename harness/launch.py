@@ -41,16 +41,22 @@ def relaunch(count: int, arguments: list[str]) -> int:
         raise HarnessError(f"{FLAG} starts the processes itself: this run is one of {launched_processes()} already")
     import torch  # to count the GPUs; the run imports it anyway
 
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(count),
-               "--main_process_port", str(_free_port())]
-    if not torch.cuda.is_available():
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        command += ["--num_cpu_threads_per_process", str(max(1, cores // count))]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    command = launch_command(count, None if torch.cuda.is_available() else max(1, cores // count))
     print(f"harness: {' '.join(command[1:])} -m harness run ...", file=sys.stderr)
     return subprocess.run([*command, "-m", "harness", "run", *arguments]).returncode
 
 
-def _free_port() -> int:
+def launch_command(count: int, threads: int | None = None) -> list[str]:
+    """accelerate's launcher for `count` processes meeting on a free port (`threads` each, for CPU processes);
+    the script or `-m module` to run goes after it. `--multi_gpu` names its torchrun launcher, which starts CPU
+    processes on a machine without GPUs (`--cpu` would start one)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(count),
+               "--main_process_port", str(free_port())]
+    return command + (["--num_cpu_threads_per_process", str(threads)] if threads else [])
+
+
+def free_port() -> int:
     """A port nobody listens on now, for the processes to meet at (two runs on one machine must not share one)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

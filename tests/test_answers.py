@@ -80,19 +80,27 @@ def test_generated_texts_equal_a_one_row_greedy_loop(tiny_llama_dir: Path) -> No
     assert texts == [text.split(stop, 1)[0] for text in expected]
 
 
-def test_a_short_answer_run_end_to_end(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
+def _short_answer_root(tmp_path: Path, name: str, rows: list[tuple[str, list[str]]], settings: str) -> Path:
+    """A HARNESS_PATH root with a short-answer task `name` over (question, accepted answers) rows; `settings`
+    is its metrics and answer YAML; template "Q: ...\\nA: ..."."""
     root = tmp_path / "root"
     (root / "data").mkdir(parents=True)
-    rows = [{"question": q, "answers": a} for q, a in [("Who wrote Hamlet", ["Shakespeare"]), ("Sky colour", ["blue"]),
-                                                     ("Capital of France", ["Paris", "paris city"])]]
-    (root / "data" / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    lines = [json.dumps({"question": question, "answers": answers}) + "\n" for question, answers in rows]
+    (root / "data" / "qa.jsonl").write_text("".join(lines))
     (root / "tasks").mkdir()
-    (root / "tasks" / "toyqa.yaml").write_text(
-        "name: toyqa\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
-        "metrics: [exact_match]\nanswer: {until: [\"\\n\"], max_new_tokens: 4, ignore_case: true}\n"
-        f"data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n  columns: {{choices: answers, gold: '0'}}\n")
-    (root / "prompts" / "toyqa").mkdir(parents=True)
-    (root / "prompts" / "toyqa" / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
+    (root / "tasks" / f"{name}.yaml").write_text(
+        f"name: {name}\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
+        f"{settings}data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n"
+        "  columns: {choices: answers, gold: '0'}\n")
+    (root / "prompts" / name).mkdir(parents=True)
+    (root / "prompts" / name / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
+    return root
+
+
+def test_a_short_answer_run_end_to_end(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
+    rows = [("Who wrote Hamlet", ["Shakespeare"]), ("Sky colour", ["blue"]), ("Capital of France", ["Paris", "paris city"])]
+    root = _short_answer_root(tmp_path, "toyqa", rows, "metrics: [exact_match]\n"
+                              "answer: {until: [\"\\n\"], max_new_tokens: 4, ignore_case: true}\n")
     monkeypatch.setenv("HARNESS_PATH", str(root))
     result = run_in_process("task=toyqa", f"model={tiny_llama_dir}", "shots=1", "demos=first_n",
                             f"output_dir={tmp_path / 'out'}")
@@ -150,19 +158,10 @@ def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_d
     from harness.errors import HarnessError
     from harness.metrics import check_metrics
 
-    root = tmp_path / "root"
-    (root / "data").mkdir(parents=True)
-    rows = [{"question": q, "answers": [a]} for q, a in [("Two plus two", "#### 4"), ("Three times one", "#### 3")]]
-    (root / "data" / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (root / "tasks").mkdir()
-    (root / "tasks" / "sums.yaml").write_text(
-        "name: sums\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
-        "metrics: [exact_match, exact_match_last]\n"
-        "answer: {until: [\"\\n\"], max_new_tokens: 6, regexes_to_ignore: ['(?s).*#### '],\n"
-        "         filters: {last: {regex: '(\\w+)', group_select: -1, fallback: none}}}\n"
-        f"data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n  columns: {{choices: answers, gold: '0'}}\n")
-    (root / "prompts" / "sums").mkdir(parents=True)
-    (root / "prompts" / "sums" / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
+    root = _short_answer_root(tmp_path, "sums", [("Two plus two", ["#### 4"]), ("Three times one", ["#### 3"])],
+                              "metrics: [exact_match, exact_match_last]\n"
+                              "answer: {until: [\"\\n\"], max_new_tokens: 6, regexes_to_ignore: ['(?s).*#### '],\n"
+                              "         filters: {last: {regex: '(\\w+)', group_select: -1, fallback: none}}}\n")
     monkeypatch.setenv("HARNESS_PATH", str(root))
     result = run_in_process("task=sums", f"model={tiny_llama_dir}", f"output_dir={tmp_path / 'out'}")
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]

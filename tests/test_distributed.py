@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import psutil
 import pytest
 
 from harness.distributed import Processes
+from harness.launch import launch_command
 from conftest import read_record, run_cli, write_long_task
 
 TOLERANCE = 1e-5
@@ -25,20 +24,6 @@ def test_blocks_cover_the_items_in_order() -> None:
             blocks = [list(range(items))[Processes(index, count).shard(items)] for index in range(count)]
             assert [item for block in blocks for item in block] == list(range(items))
             assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _launch(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    # --multi_gpu is accelerate's name for its torchrun launcher; on a machine without GPUs it starts CPU processes
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
-               "-m", "harness", "run", *arguments]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _runs(output: Path) -> dict[str, Path]:
@@ -150,10 +135,10 @@ def test_a_killed_split_run_resumes_each_block(tmp_path: Path, harness_env: dict
     env = {**harness_env, "HARNESS_PATH": str(write_long_task(tmp_path / "root"))}
     settings = ["task=long", f"model={tiny_model_dir}", "shots=2", "batch_size=2"]
     output = tmp_path / "stopped"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
-               "-m", "harness", "run", *settings, f"output_dir={output}"]
-    launcher = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    def split_run() -> list[str]:  # each launch meets on a port of its own
+        return [*launch_command(2, threads=1), "-m", "harness", "run", *settings, f"output_dir={output}"]
+
+    launcher = subprocess.Popen(split_run(), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
 
     def partway() -> bool:  # both processes have journaled 30 batches of their block
@@ -169,9 +154,7 @@ def test_a_killed_split_run_resumes_each_block(tmp_path: Path, harness_env: dict
         process.kill()
     launcher.wait(timeout=60)
     assert not list(output.glob("*/metrics.json"))
-    resumed = subprocess.run([*command[:command.index("--main_process_port") + 1], str(_free_port()),
-                              *command[command.index("--main_process_port") + 2:]],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(split_run(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stderr.count("finished by an earlier, interrupted process") == 2  # both blocks resumed
     [run_dir] = [path.parent for path in output.glob("*/metrics.json")]
