@@ -170,13 +170,13 @@ def mmlu_task_files(workdir: Path) -> list[str]:
 
 
 def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path, workdir: Path, log: str,
-               model_args: str = "") -> tuple[float, dict[str, list[dict[str, Any]]]]:
+               model_args: str = "", batch_size: int = 8) -> tuple[float, dict[str, list[dict[str, Any]]]]:
     """lm-evaluation-harness on `tasks` (its task YAMLs in `workdir`): wall time and each task's samples by doc_id;
     its results file is under workdir/lmeval_out_<log>. `model_args`: more of its model arguments (",max_length=64")."""
     output = workdir / f"lmeval_out_{log}"
     command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
                "--model_args", f"pretrained={model_dir},dtype=float32{model_args}", "--tasks", ",".join(tasks),
-               "--num_fewshot", str(shots), "--batch_size", "8", "--device", "cpu", "--log_samples",
+               "--num_fewshot", str(shots), "--batch_size", str(batch_size), "--device", "cpu", "--log_samples",
                "--output_path", str(output), "--include_path", str(workdir)]
     if limit:
         command += ["--limit", str(limit)]
@@ -338,6 +338,10 @@ def main() -> None:
     parser.add_argument("--shots", nargs="+", type=int, default=[0])
     parser.add_argument("--limit", type=int, default=None, help="the first N items of each task (default: all)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--lmeval-batch-size", type=int, default=8,
+                        help="lm-evaluation-harness's batch size (the harness's stays 8). Its generation stops a batch "
+                             "only once every row has produced the same stop string, so at 8 most short-answer "
+                             "batches run all 256 new tokens; at 1 each question stops at its own")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="leaderboard-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -349,13 +353,15 @@ def main() -> None:
             pairing = PAIRINGS.get(task) or Pairing("mmlu", "", {}, "test", "dev", ("acc",))
             limit = args.limit if task != "mmlu" else None  # MMLU: every question of the five subjects
             names = lmeval_task_files(pairing, workdir)
-            lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot")
+            lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot",
+                                         batch_size=args.lmeval_batch_size)
             harness_s, run_dir = run_harness(task, shots, limit, workdir)
             prompts = harness_prompts(task, shots, limit)
             in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
             results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
             print(_row(results[-1]), flush=True)
-    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size 8, "
+    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size 8 "
+          f"(lm-evaluation-harness: {args.lmeval_batch_size}), "
           f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
     print(HEADER)
     for result in results:
