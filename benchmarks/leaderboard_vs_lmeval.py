@@ -310,14 +310,14 @@ def compare_extractions(task: str, shots: int, metrics: dict[str, float], rows: 
                         samples: list[dict[str, Any]], prompts: list[list[tuple[str, str]]], harness_s: float,
                         lmeval_s: float) -> Agreement:
     """Answers taken out of the generation by named filters (GSM8K): the same context, the same generation (the
-    harness drops its leading whitespace), and per filter the same extracted answer and the same exact match.
+    harness strips its ends), and per filter the same extracted answer and the same exact match.
     max_difference counts the items whose extracted answers differ under any filter."""
     names = EXTRACTIONS[task]
     by_filter = {name: [sample for sample in samples if sample["filter"] == name] for name in names}
     assert all(len(group) == len(rows) == len(prompts) for group in by_filter.values()), "items differ"
     first = by_filter[next(iter(names))]
     same_text = sum(sample["arguments"]["gen_args_0"]["arg_0"] == options[0][0] for sample, options in zip(first, prompts))
-    same_generation = sum(sample["resps"][0][0].lstrip() == row["generation"] for sample, row in zip(first, rows))
+    same_generation = sum(sample["resps"][0][0].strip() == row["generation"] for sample, row in zip(first, rows))
     same_correct, lmeval_scores, differing = {}, {}, set()
     for lmeval_name, ours in names.items():
         metric = f"exact_match_{ours}"

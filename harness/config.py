@@ -140,7 +140,7 @@ class AnswerConfig:
     ignore_case: bool = False
     ignore_punctuation: bool = False  # string.punctuation removed
     # named extractions, each scored as metric exact_match_<name> (GSM8K: strict and flexible); the plain
-    # exact_match compares the whole generation, leading whitespace dropped
+    # exact_match compares the whole generation, whitespace at both ends dropped
     filters: Dict[str, AnswerFilter] = field(default_factory=dict)
 
 

@@ -279,7 +279,8 @@ def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     requests = build_requests(prompts, lm, answer_tokens=spec.max_new_tokens)
     texts, stats = generate_texts(lm, requests, spec.max_new_tokens, spec.until, batch_size, progress,
                                   open_journal(requests))
-    answers = [text.lstrip() for text in texts]  # lm-evaluation-harness's remove_whitespace filter
+    # lm-evaluation-harness 0.4.13's remove_whitespace filter strips both ends (before 0.4.10 or so: the start only)
+    answers = [text.strip() for text in texts]
     # each named filter reads the generation as it came (GSM8K's regexes), the plain match its stripped text
     extracted = {name: [extracted_answer(text, rule) for text in texts] for name, rule in spec.filters.items()}
 

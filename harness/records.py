@@ -34,6 +34,10 @@ MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # Settings added after records existed (dotted paths into the config): at this value, what every earlier run
 # did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
 KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {}}
+# How a short answer (kind: generate) is cut and compared; bumped when that changes, so that records of such
+# runs written under other rules are not reused (the setting is in the key of those tasks only). 2: both ends of
+# the answer stripped, as lm-evaluation-harness 0.4.13's remove_whitespace (1: the start only).
+ANSWER_RULES = 2
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "datasets", "evaluate", "hydra-core", "numpy")
 
 
@@ -167,6 +171,8 @@ class RunRecord:
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = _without_neutral({key: value for key, value in config.items() if key not in HASH_EXCLUDED})
     relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
+    if config["task"].get("kind") == "generate":
+        relevant["answer_rules"] = ANSWER_RULES
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

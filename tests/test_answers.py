@@ -4,6 +4,7 @@ and exact_match normalisation by hand, generation equal to a one-row greedy loop
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_in_process
+from conftest import compose, run_in_process
+from harness import records
 from harness.config import AnswerConfig, ModelConfig
 from harness.data import _to_examples, load_split
 from harness.generation import cut_at_stop, generate_texts
 from harness.metrics import matching_answer
 from harness.models import load_language_model
+from harness.plan import plan_run
 from harness.prompts import build_prompt, load_template
 from harness.registry import load_task_node, task_files
 from harness.requests import build_requests
@@ -107,7 +110,7 @@ def test_a_short_answer_run_end_to_end(tmp_path: Path, monkeypatch, tiny_llama_d
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["demo_ids"] for row in predictions] == [["qa-1"], ["qa-0"], ["qa-0"]]
     for row, accepted in zip(predictions, [["Shakespeare"], ["blue"], ["Paris", "paris city"]]):
-        assert "\n" not in row["generation"] and row["generation"] == row["generation"].lstrip()
+        assert "\n" not in row["generation"] and row["generation"] == row["generation"].strip()
         matched = next((a for a in accepted if a.lower() == row["generation"].lower()), None)
         assert row["matched"] == matched and (row["prediction"] == "0") == (matched is not None)
     assert result.record.metrics["exact_match"] == sum(row["matched"] is not None for row in predictions) / 3
@@ -165,7 +168,7 @@ def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_d
     monkeypatch.setenv("HARNESS_PATH", str(root))
     result = run_in_process("task=sums", f"model={tiny_llama_dir}", f"output_dir={tmp_path / 'out'}")
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
-    for row in predictions:  # the generation as it came: leading whitespace is no word either way
+    for row in predictions:  # the generation as it came: whitespace at its ends is no word either way
         words = re.findall(r"(\w+)", row["generation"])
         assert row["extracted"] == {"last": words[-1] if words else "none"}
     last_right = sum(row["extracted"]["last"] == expected for row, expected in zip(predictions, ["4", "3"])) / 2
@@ -188,3 +191,18 @@ def test_a_filter_that_is_no_regular_expression_fails_before_generation(tmp_path
                    "limit=1", f"output_dir={tmp_path}", env=harness_env, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: task 'gsm8k': answer.filters.strict.regex"), done.stderr
     assert "is not a regular expression" in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_records_of_short_answer_runs_under_other_answer_rules_are_not_reused(
+        tmp_path: Path, monkeypatch, harness_env: dict, task_root: Path, tiny_llama_dir: Path) -> None:
+    """How a short answer is cut and compared is in the run key of kind: generate tasks (records.ANSWER_RULES),
+    and only theirs: a rule change leaves the records of other tasks valid."""
+    root = _short_answer_root(tmp_path, "qa", [("Two plus two", ["4"]), ("Three", ["3"])], "metrics: [exact_match]\n")
+    monkeypatch.setenv("HARNESS_PATH", os.pathsep.join([str(root), str(task_root)]))
+
+    def keys() -> list[str]:
+        return [plan_run(compose(f"task={task}", f"model={tiny_llama_dir}")).key for task in ("qa", "toy")]
+
+    short_answer, labels = keys()
+    monkeypatch.setattr(records, "ANSWER_RULES", records.ANSWER_RULES - 1)
+    assert keys() == [keys()[0], labels] and keys()[0] != short_answer
