@@ -178,9 +178,9 @@ class _Decoder:
     A row holds one request: its prefix and query keys and values (written by the forward pass that reads the
     request's first token, run for several arriving requests at once) in its first columns, then one column per
     decoding step, which every row writes at the same index. A row whose request finishes waits until half the
-    rows are free (or nothing else runs), then they all take the next requests together: a pass over a few
-    queries costs nearly what a pass over many does on a CPU (the weights are read either way), and most short
-    answers end on their first or second token. A waiting row runs a stand-in token at each step and keeps
+    rows are free, then they all take the next requests together, in one pass: most short answers end on
+    their first or second token, and a pass over several rows costs far less than a pass for each (SmolLM2-135M
+    on this 2-core CPU: 0.11 s for one row of one token, 0.24-0.32 s for 3 to 8). A waiting row runs a stand-in token at each step and keeps
     its masks. A refilled row's columns that its new request does not overwrite keep the old request's
     (finite) values, masked. Each token's position is the count of real tokens before it in its row, so a
     request's numbers are its own whatever its neighbours, up to float rounding (forward_rows). When the
@@ -204,7 +204,7 @@ class _Decoder:
         self.next_tokens = [self.lm.pad_token_id] * len(self.busy)
         while True:
             free = [slot for slot, row in enumerate(self.busy) if row is None]
-            if self.waiting and free and (2 * len(free) >= len(self.busy) or len(free) == len(self.busy)):
+            if self.waiting and free and 2 * len(free) >= len(self.busy):
                 arrivals = [(slot, self.waiting.pop()) for slot in free[: len(self.waiting)]]
                 for group in dict.fromkeys(request.group for _, request in arrivals):
                     yield from self._admit([(slot, request) for slot, request in arrivals if request.group == group])

@@ -67,11 +67,16 @@ def test_a_run_stopped_midway_continues_where_it_stopped(how: str, tmp_path: Pat
                                                          capfd: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("HARNESS_PATH", str(long_task_root))
     settings = ["task=long", f"model={tiny_model_dir}", "shots=2", "batch_size=2"]
-    output = tmp_path / "stopped"
-    process = _start(["run", *settings, f"output_dir={output}"], dict(os.environ), tmp_path)
-    journal = _wait_for_journal(output, process, batches=60)
-    process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    for attempt in range(3):
+        output = tmp_path / f"stopped{attempt}"
+        process = _start(["run", *settings, f"output_dir={output}"], dict(os.environ), tmp_path)
+        journal = _wait_for_journal(output, process, batches=60)
+        process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        if journal.exists() or process.returncode != 0:
+            break
+        # The run finished the remaining ~0.8 s of scoring before the signal landed: on a loaded machine the test
+        # process can lose the CPU between seeing the journal and signalling. Stopping it midway is what is tested.
     kept = journal.read_text().count("\n") - 1  # whole batches of 2 items (the header line aside)
     assert 60 <= kept < 350 and not (journal.parent / "metrics.json").exists()
     if how == "Ctrl-C":
