@@ -46,7 +46,16 @@ def long_task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _start(arguments: list[str], env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness", *arguments], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_shell)
+
+
+def _ctrl_c_as_in_a_shell() -> None:
+    """A child inherits an ignored or blocked SIGINT, and Python then never raises KeyboardInterrupt. The Ctrl-C
+    test failed only inside the full two-worker suite (twice in a row at 36b9e06 and 44d41f7, each run finishing
+    despite its signal; alone it passes), as such an inherited SIGINT makes it: the run gets what a process
+    started from a terminal has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _wait_for_journal(output: Path, process: subprocess.Popen, batches: int) -> Path:
@@ -67,16 +76,11 @@ def test_a_run_stopped_midway_continues_where_it_stopped(how: str, tmp_path: Pat
                                                          capfd: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("HARNESS_PATH", str(long_task_root))
     settings = ["task=long", f"model={tiny_model_dir}", "shots=2", "batch_size=2"]
-    for attempt in range(3):
-        output = tmp_path / f"stopped{attempt}"
-        process = _start(["run", *settings, f"output_dir={output}"], dict(os.environ), tmp_path)
-        journal = _wait_for_journal(output, process, batches=60)
-        process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-        if journal.exists() or process.returncode != 0:
-            break
-        # The run finished the remaining ~0.8 s of scoring before the signal landed: on a loaded machine the test
-        # process can lose the CPU between seeing the journal and signalling. Stopping it midway is what is tested.
+    output = tmp_path / "stopped"
+    process = _start(["run", *settings, f"output_dir={output}"], dict(os.environ), tmp_path)
+    journal = _wait_for_journal(output, process, batches=60)
+    process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
     kept = journal.read_text().count("\n") - 1  # whole batches of 2 items (the header line aside)
     assert 60 <= kept < 350 and not (journal.parent / "metrics.json").exists()
     if how == "Ctrl-C":
