@@ -151,15 +151,15 @@ class _Prefixes:
         self.encoded, self.tokens = {}, 0
         return [_Waiting(i, self.requests[i].context_ids, self.group[i]) for i in order]
 
-    def take(self, group: tuple[str, ...] | None) -> tuple[SharedPrefix | None, int]:
-        """The group's prefix and its length in context tokens, for one of its requests."""
+    def take(self, group: tuple[str, ...] | None, requests: int) -> tuple[SharedPrefix | None, int]:
+        """The group's prefix and its length in context tokens, for `requests` of its requests."""
         length = self.length[group]
         if group not in self.encoded:
             ids = () if group is None else self.requests[self.first[group]].context_ids[:length]
             self.encoded[group] = encode_prefix(self.lm, ids)
             self.tokens += length
         prefix = self.encoded[group]
-        self.remaining[group] -= 1
+        self.remaining[group] -= requests
         if not self.remaining[group]:
             del self.encoded[group]
         return prefix, length
@@ -218,9 +218,7 @@ class _Decoder:
     def _admit(self, arrivals: list[tuple[int, _Waiting]]) -> Iterator[tuple[int, str, int, int]]:
         """Run the arrivals' queries (one prefix group) together, right-padded after their prefix; their keys and
         values go into their rows."""
-        prefix, length = None, 0
-        for _, request in arrivals:
-            prefix, length = self.prefixes.take(request.group)
+        prefix, length = self.prefixes.take(arrivals[0][1].group, len(arrivals))
         queries = [request.context[length:] for _, request in arrivals]
         past = None if prefix is None else prefix.cache(len(queries), max(map(len, queries)))
         mask, logits, layers = forward_rows(self.lm, past, queries, [len(q) - 1 for q in queries], span=1)
@@ -261,9 +259,10 @@ class _Decoder:
         end = token == self.lm.tokenizer.eos_token_id
         if not end:
             row.tokens.append(token)
-        text = self.lm.tokenizer.decode(row.tokens, skip_special_tokens=True)
         self.next_tokens[slot] = token
-        if end or len(row.tokens) >= self.max_new_tokens or any(stop in text for stop in self.until):
+        finished = end or len(row.tokens) >= self.max_new_tokens
+        text = self.lm.tokenizer.decode(row.tokens, skip_special_tokens=True) if finished or self.until else ""
+        if finished or any(stop in text for stop in self.until):  # decoded at each step only to look for stops
             self.busy[slot] = None
             yield row.index, text, len(row.tokens), row.forwarded
 
