@@ -15,9 +15,14 @@ acc prediction (argmax of the log-likelihoods) and of acc / acc_norm correctness
 difference between the two tools' log-likelihood of an option, both tools' scores, and each tool's
 wall time (one process per task and tool, imports and model load included).
 
+With --mutual-info both tools also compute acc_mutual_info (lm-evaluation-harness: its metric added to the
+task's metric_list; harness: task.metrics): the log-likelihood difference then covers each option's
+unconditional log-likelihood too, and the acc_mutual_info agreement is listed.
+
 Usage:
     python benchmarks/leaderboard_vs_lmeval.py --shots 0 --limit 200
     python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy copa --shots 0 5
+    python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy piqa --shots 0 --limit 50 --mutual-info
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +108,8 @@ CLOZE = {"lambada_openai"}  # one target per item: greedy accuracy and perplexit
 # answers taken out of the generation: lm-evaluation-harness's filter name -> the harness's (exact_match_<name>)
 EXTRACTIONS = {"gsm8k": {"strict-match": "strict", "flexible-extract": "flexible"}}
 GENERATION = {"triviaqa", "nq_open"}  # greedy answers: the same text, the same exact match
+MUTUAL_INFO = "acc_mutual_info"  # --mutual-info: options as continuations only (not Winogrande's partial scoring)
+MUTUAL_INFO_TASKS = {"arc_easy", "arc_challenge", "hellaswag", "piqa", "copa", "openbookqa", "sciq"}
 
 
 # -----------------------------------------------------------------------------
@@ -136,7 +143,8 @@ def export_rows(relative: str, target: Path) -> Path:
 
 
 def lmeval_task_files(pairing: Pairing, workdir: Path) -> list[str]:
-    """A task YAML that includes lm-evaluation-harness's own and points it at the exported rows; its names."""
+    """A task YAML that includes lm-evaluation-harness's own and points it at the exported rows (and, when the
+    pairing's metrics say so, lists them instead of lm-evaluation-harness's: acc_mutual_info); its names."""
     if pairing.task == "mmlu":
         return mmlu_task_files(workdir)
     files = {split: str(export_rows(relative, workdir / f"{pairing.task}_{split}.jsonl"))
@@ -148,6 +156,9 @@ def lmeval_task_files(pairing: Pairing, workdir: Path) -> list[str]:
         "training_split": None, "validation_split": None, "test_split": pairing.eval_split,
         "fewshot_split": pairing.fewshot_split, "fewshot_config": {"sampler": "first_n"},
     }
+    if MUTUAL_INFO in pairing.metrics:
+        config["metric_list"] = [{"metric": metric, "aggregation": "mean", "higher_is_better": True}
+                                 for metric in pairing.metrics]
     (workdir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return [name]
 
@@ -189,16 +200,19 @@ def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path,
     return wall, samples
 
 
-def harness_overrides(task: str, shots: int, limit: int | None) -> list[str]:
+def harness_overrides(task: str, shots: int, limit: int | None, metrics: tuple[str, ...] = ()) -> list[str]:
     overrides = [f"task={task}", f"shots={shots}", "demos=first_n", *([f"limit={limit}"] if limit else [])]
+    if MUTUAL_INFO in metrics:
+        overrides.append(f"task.metrics=[{','.join(metrics)}]")
     if task == "mmlu":  # the subjects lm-evaluation-harness runs here, in the same (alphabetical) order
         overrides.append(f"task.where='subject in {json.dumps(list(MMLU_SUBJECTS))}'")
     return overrides
 
 
-def run_harness(task: str, shots: int, limit: int | None, workdir: Path) -> tuple[float, Path]:
+def run_harness(task: str, shots: int, limit: int | None, workdir: Path,
+                metrics: tuple[str, ...] = ()) -> tuple[float, Path]:
     output = workdir / f"harness_{task}_{shots}shot"
-    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit), "batch_size=8",
+    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit, metrics), "batch_size=8",
                "device=cpu", f"output_dir={output}"]
     wall = run_logged(command, workdir / f"harness_{task}_{shots}shot.log", cwd=REPO)
     (metrics,) = output.glob("*/metrics.json")
@@ -261,9 +275,14 @@ def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samp
     largest = 0.0
     for row, sample, options in zip(rows, samples, prompts):
         arguments = [sample["arguments"][f"gen_args_{i}"] for i in range(len(sample["arguments"]))]
-        same_text += [(a["arg_0"], a["arg_1"]) for a in arguments] == options
-        theirs = [float(response[0]) for response in sample["filtered_resps"]]
-        largest = max(largest, float(np.max(np.abs(np.array(theirs) - np.array(row["scores"])))))
+        responses = [float(response[0]) for response in sample["filtered_resps"]]
+        # with acc_mutual_info lm-evaluation-harness appends one request per option: ("", the same continuation)
+        pairs = [(a["arg_0"], a["arg_1"]) for a in arguments]
+        expected = options + ([("", continuation) for _, continuation in options] if MUTUAL_INFO in metrics else [])
+        same_text += pairs == expected
+        ours = row["scores"] + row.get("unconditional_scores", [])
+        largest = max(largest, float(np.max(np.abs(np.array(responses) - np.array(ours)))))
+        theirs = responses[: len(options)]
         same_prediction += int(np.argmax(theirs)) == row["chosen"]["acc"]
         for metric in metrics:
             ours = float(row["chosen"][metric] == int(row["gold"]))
@@ -342,7 +361,11 @@ def main() -> None:
                         help="lm-evaluation-harness's batch size (the harness's stays 8). Its generation stops a batch "
                              "only once every row has produced the same stop string, so at 8 most short-answer "
                              "batches run all 256 new tokens; at 1 each question stops at its own")
+    parser.add_argument("--mutual-info", action="store_true",
+                        help=f"acc_mutual_info too (tasks: {', '.join(sorted(MUTUAL_INFO_TASKS))})")
     args = parser.parse_args()
+    if args.mutual_info and set(args.tasks) - MUTUAL_INFO_TASKS:
+        parser.error(f"--mutual-info: options as continuations only, not {', '.join(set(args.tasks) - MUTUAL_INFO_TASKS)}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="leaderboard-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = ensure_model()
@@ -351,11 +374,13 @@ def main() -> None:
     for shots in args.shots:
         for task in args.tasks:
             pairing = PAIRINGS.get(task) or Pairing("mmlu", "", {}, "test", "dev", ("acc",))
+            if args.mutual_info:
+                pairing = replace(pairing, metrics=(*pairing.metrics, MUTUAL_INFO))
             limit = args.limit if task != "mmlu" else None  # MMLU: every question of the five subjects
             names = lmeval_task_files(pairing, workdir)
             lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot",
                                          batch_size=args.lmeval_batch_size)
-            harness_s, run_dir = run_harness(task, shots, limit, workdir)
+            harness_s, run_dir = run_harness(task, shots, limit, workdir, pairing.metrics)
             prompts = harness_prompts(task, shots, limit)
             in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
             results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
@@ -363,7 +388,7 @@ def main() -> None:
     print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size 8 "
           f"(lm-evaluation-harness: {args.lmeval_batch_size}), "
           f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
-    print(HEADER)
+    print(HEADER.replace("acc / acc_norm", f"acc / acc_norm / {MUTUAL_INFO}") if args.mutual_info else HEADER)
     for result in results:
         print(_row(result))
 

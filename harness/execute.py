@@ -32,7 +32,7 @@ from harness.distributed import Processes, join_processes
 from harness.generation import generate_labels, generate_texts
 from harness.journal import Journal, journal_path, remove_journals
 from harness.memory import PeakMemory
-from harness.metrics import (NO_LABEL, cloze_metrics, compute_metrics, count_words, extracted_answer,
+from harness.metrics import (MUTUAL_INFO, NO_LABEL, cloze_metrics, compute_metrics, count_words, extracted_answer,
                              matching_answer, perplexity_metrics, standard_error)
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
@@ -69,7 +69,7 @@ class Predicted:
     stats: ScoringStats
     inference_tokens: int
     resumed: int = 0  # test items an earlier, interrupted process of this run had finished
-    # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes)
+    # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes, acc_mutual_info)
     chosen: dict[str, list[int]] | None = None
     loglikelihoods: list[float] | None = None  # cloze: the target's log-likelihood per item
     target_bytes: list[int] | None = None  # cloze: the UTF-8 length of the scored target text per item
@@ -238,8 +238,9 @@ def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     """A multiple-choice task: a log-likelihood per option of each item."""
     config = plan.config
     result = score_choices(lm, plan.template, selection.examples, selection.shown, batch_size, config.prefix_cache,
-                           progress, open_journal)
-    details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()}}
+                           progress, open_journal, mutual_info=MUTUAL_INFO in config.task.metrics)
+    details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()},
+                **({} if result.unconditional is None else {"unconditional_scores": result.unconditional[i]})}
                for i, scores in enumerate(result.loglikelihoods)]
     return Predicted(
         requests=result.requests, predictions=result.predictions["acc"], details=details, probabilities=None,

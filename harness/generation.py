@@ -117,7 +117,7 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
 class _Waiting:
     index: int  # the request's
     context: tuple[int, ...]
-    group: tuple[str, ...] | None  # its prefix group; None: alone in its group, so no prefix
+    group: tuple[object, ...] | None  # its prefix group; None: alone in its group, so no prefix
 
 
 class _Prefixes:
@@ -128,7 +128,7 @@ class _Prefixes:
 
     def __init__(self, lm: LanguageModel, requests: Sequence[ScoringRequest]) -> None:
         self.lm, self.requests = lm, requests
-        members: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        members: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             members[request.prefix_group].append(index)
         self.group = {index: group if len(indices) > 1 else None
@@ -137,13 +137,13 @@ class _Prefixes:
                        for group, indices in members.items() if len(indices) > 1}
         self.length[None] = 0
         self.first = {group: indices[0] for group, indices in members.items() if len(indices) > 1}
-        self.remaining: Counter[tuple[str, ...] | None] = Counter()
-        self.encoded: dict[tuple[str, ...] | None, SharedPrefix | None] = {}
+        self.remaining: Counter[tuple[object, ...] | None] = Counter()
+        self.encoded: dict[tuple[object, ...] | None, SharedPrefix | None] = {}
         self.tokens = 0  # prefix tokens run
 
     def waiting(self, indices: list[int]) -> list[_Waiting]:
         """These requests in decoding order: group by group (in order of first appearance), longest context first."""
-        first_seen: dict[tuple[str, ...] | None, int] = {}
+        first_seen: dict[tuple[object, ...] | None, int] = {}
         for index in indices:
             first_seen.setdefault(self.group[index], len(first_seen))
         order = sorted(indices, key=lambda i: (first_seen[self.group[i]], -len(self.requests[i].context_ids)))
@@ -151,7 +151,7 @@ class _Prefixes:
         self.encoded, self.tokens = {}, 0
         return [_Waiting(i, self.requests[i].context_ids, self.group[i]) for i in order]
 
-    def take(self, group: tuple[str, ...] | None, requests: int) -> tuple[SharedPrefix | None, int]:
+    def take(self, group: tuple[object, ...] | None, requests: int) -> tuple[SharedPrefix | None, int]:
         """The group's prefix and its length in context tokens, for `requests` of its requests."""
         length = self.length[group]
         if group not in self.encoded:

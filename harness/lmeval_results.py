@@ -35,7 +35,7 @@ TEMPLATE = "lm-eval"
 # the harness's metric names -> lm-evaluation-harness's (the others are spelled the same)
 TO_LMEVAL = {"accuracy": "acc", "macro_f1": "f1"}
 LOWER_IS_BETTER = {"perplexity", "bits_per_byte", "ece", "no_label_rate"}
-PER_ITEM = {"accuracy", "acc", "acc_norm", "acc_bytes", "exact_match"}  # a right/wrong per item
+PER_ITEM = {"accuracy", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match"}  # a right/wrong per item
 OUTPUT_TYPES = {"classify": "multiple_choice", "choice": "multiple_choice", "cloze": "loglikelihood",
                 "generate": "generate_until"}
 

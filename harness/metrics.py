@@ -47,13 +47,16 @@ def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
 
 BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "accuracy": accuracy, "macro_f1": macro_f1,
-    # multiple choice (harness/multiple_choice.py): the same accuracy, of predictions chosen three ways
-    "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy,
+    # multiple choice (harness/multiple_choice.py): the same accuracy, of predictions chosen four ways
+    "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy, "acc_mutual_info": accuracy,
     # short answers (kind: generate): the share of generated answers that match an accepted answer
     "exact_match": accuracy,
 }
 CLOZE_METRICS = ("acc", "perplexity", "bits_per_byte")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
-MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "exact_match"}
+MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match"}
+MUTUAL_INFO = "acc_mutual_info"  # needs the options' log-likelihoods without context too (harness/multiple_choice.py)
+# what only the options of a multiple-choice item can give: a classification task would get plain accuracy under them
+CHOICE_ONLY_METRICS = ("acc_norm", "acc_bytes", MUTUAL_INFO)
 # perplexity tasks (perplexity_metrics): from each text's rolling log-likelihood
 PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 KIND_METRICS = {TaskKind.cloze: CLOZE_METRICS, TaskKind.generate: ("exact_match",),  # the only ones they can compute
@@ -100,6 +103,9 @@ def check_metrics(names: Sequence[str], kind: TaskKind = TaskKind.classify, answ
         if unknown:
             raise HarnessError(f"a {kind} task's metrics are {', '.join(known)}; not {', '.join(unknown)}")
         return
+    if kind != TaskKind.choice and set(names) & set(CHOICE_ONLY_METRICS):
+        raise HarnessError(f"{', '.join(sorted(set(names) & set(CHOICE_ONLY_METRICS)))}: metrics of multiple-choice "
+                           "tasks (kind: choice), whose items bring their own options; not of a classification task")
     for name in names:
         if name not in BUILTIN_METRICS:
             _hub_metric(name)

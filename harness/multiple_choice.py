@@ -9,6 +9,12 @@ Three predictions come from the same log-likelihoods, as in lm-evaluation-harnes
 option with the highest total log-likelihood, `acc_norm` divides it by the option's length in
 characters, `acc_bytes` by its length in UTF-8 bytes (the option's own text, without the whitespace
 before it). Ties go to the first option.
+
+`acc_mutual_info`, when a task lists it, takes the option with the highest log P(option | context) -
+log P(option): the second term is the same continuation scored after the model's prefix token alone
+(lm-evaluation-harness's unconditional requests, context ""). Items with the same options (MMLU's
+" A" .. " D") share one such request. It needs the options as continuations: with partial scoring the
+continuation is the same text for every option, so there is nothing to divide out.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from harness.data import Example
 from harness.journal import Journal
+from harness.metrics import MUTUAL_INFO
 from harness.models import LanguageModel
 from harness.prompts import Template, build_partial_prompts, build_prompt
 from harness.requests import ScoringRequest, build_requests
@@ -33,7 +40,8 @@ class ChoiceScores:
     loglikelihoods: list[list[float]]  # per item, per option: the summed log-probability of its continuation
     greedy: list[list[bool]]  # per item, per option: its continuation is the model's greedy one
     continuations: list[list[str]]  # per item, per option: the text scored (with the whitespace before it)
-    predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" -> the chosen option per item
+    predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" (, MUTUAL_INFO) -> the chosen option per item
+    unconditional: list[list[float]] | None  # MUTUAL_INFO: per item, per option: its log-likelihood with no context
     requests: list[ScoringRequest]  # per item (partial scoring: its first option's), for the demonstrations it saw
     stats: ScoringStats
     inference_tokens: int  # each context once, then every option's tokens
@@ -48,15 +56,23 @@ def score_choices(
     prefix_cache: bool,
     progress: bool,
     open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None,
+    mutual_info: bool = False,
 ) -> ChoiceScores:
-    partial = template.continuation is not None
+    partial = template.continuation is not None  # mutual_info needs it False (harness/plan.py checks)
     if partial:
         per_item = [build_partial_prompts(template, demos, example) for demos, example in zip(demonstrations, examples)]
     else:
         per_item = [[build_prompt(template, demos, example)] for demos, example in zip(demonstrations, examples)]
     requests = build_requests([prompt for prompts in per_item for prompt in prompts], lm)
-    journal = open_journal(requests) if open_journal is not None else None
-    scores, stats = score_requests(lm, requests, batch_size, prefix_cache, progress, journal)
+    option_sets: dict[tuple[tuple[int, ...], ...], int] = {}  # MUTUAL_INFO: the distinct options of the items
+    if mutual_info:
+        for request in requests:
+            option_sets.setdefault(request.continuation_ids, len(option_sets))
+    # after the items' requests, as the calibration prompts of classification: a journal counts items below them
+    unconditional_requests = [ScoringRequest(context_ids=(lm.prefix_token_id,), continuation_ids=options, demo_ids=(),
+                                             dropped_demos=0, unconditional=True) for options in option_sets]
+    journal = open_journal(requests + unconditional_requests) if open_journal is not None else None
+    scores, stats = score_requests(lm, requests + unconditional_requests, batch_size, prefix_cache, progress, journal)
     loglikelihoods, greedy, item_requests, position = [], [], [], 0
     continuations = [[text for prompt in prompts for text in prompt.continuations] for prompts in per_item]
     for prompts in per_item:
@@ -69,12 +85,21 @@ def score_choices(
         item_requests.append(requests[position])
         position += len(prompts)
     options = [template.answers(example) for example in examples]
-    inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids)) for r in requests)
+    predictions = {name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()}
+    unconditional = None
+    if mutual_info:
+        unconditional = [list(scores[len(requests) + option_sets[request.continuation_ids]].logprobs)
+                         for request in item_requests]
+        predictions[MUTUAL_INFO] = [int(np.argmax(np.asarray(values, dtype=np.float64) - np.asarray(alone)))
+                                    for values, alone in zip(loglikelihoods, unconditional)]
+    inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids))
+                           for r in requests + unconditional_requests)
     return ChoiceScores(
         loglikelihoods=loglikelihoods,
         greedy=greedy,
         continuations=continuations,
-        predictions={name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()},
+        predictions=predictions,
+        unconditional=unconditional,
         requests=item_requests,
         stats=stats,
         inference_tokens=inference_tokens,

@@ -23,7 +23,7 @@ from harness.distributed import launched_processes
 from harness.errors import HarnessError
 from harness.fingerprint import examples_digest, file_digest, model_fingerprint
 from harness.gguf import is_gguf, prepare_gguf
-from harness.metrics import check_metrics
+from harness.metrics import MUTUAL_INFO, check_metrics
 from harness.prompts import Template, is_channel, load_template
 from harness.records import Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
 from harness.registry import task_files, template_files
@@ -88,6 +88,9 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
                            f"(a channel_* template), not '{template.name}'")
     check_metrics(task.metrics, task.kind, task.answer)
+    if MUTUAL_INFO in task.metrics and template.continuation is not None:
+        raise HarnessError(f"{MUTUAL_INFO} needs the options as continuations; template '{template.name}' places "
+                           "them in the context and scores the same text after each (partial scoring)")
     evaluation = load_split(task, task.eval_split)
     examples = evaluation
     if config.subsample is not None:

@@ -25,11 +25,14 @@ class ScoringRequest:
     demo_ids: tuple[str, ...]  # the demonstrations actually in the context
     dropped_demos: int
     instruction: str = ""  # the text before the demonstrations (MMLU's names the subject)
+    # options scored after the model's prefix token alone (acc_mutual_info, harness/multiple_choice.py)
+    unconditional: bool = False
 
     @property
-    def prefix_group(self) -> tuple[str, ...]:
-        """Requests with the same instruction and demonstrations share a prefix, computed once (harness/scoring.py)."""
-        return (self.instruction, *self.demo_ids)
+    def prefix_group(self) -> tuple[object, ...]:
+        """Requests with the same instruction and demonstrations share a prefix, computed once (harness/scoring.py).
+        Unconditional requests form a group of their own, so they never shorten the prefix of 0-shot items."""
+        return (self.unconditional, self.instruction, *self.demo_ids)
 
 
 def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:

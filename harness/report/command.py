@@ -25,7 +25,7 @@ report.md, report.tex, report.html (sortable tables and plots) and CSV files to 
 
 options:
   metric=NAME                what the comparison, leaderboard and plots use: accuracy, macro_f1 (classification),
-                             acc, acc_norm, acc_bytes (multiple choice, cloze), exact_match,
+                             acc, acc_norm, acc_bytes, acc_mutual_info (multiple choice; acc: cloze too), exact_match,
                              exact_match_strict, exact_match_flexible (short answers, GSM8K), word_perplexity,
                              byte_perplexity, bits_per_byte (perplexity tasks: lower ranks higher);
                              default: the first of these the runs recorded

@@ -25,7 +25,7 @@ from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_macro", "exact_match",
+METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "acc_macro", "exact_match",
                   "exact_match_strict", "exact_match_flexible", "perplexity",
                   "word_perplexity", "byte_perplexity", "bits_per_byte", "ece", "uncalibrated_accuracy",
                   "uncalibrated_ece")
@@ -115,7 +115,7 @@ def read_run(run_dir: Path) -> RunRecord:
 
 def load_predictions(run_dir: str, metric: str = "accuracy") -> pd.DataFrame | None:
     """id, gold and prediction (a label name, or None when a generation named no label) per test item; for a
-    multiple-choice run, the option `metric` chose (acc, acc_norm or acc_bytes), as text like gold."""
+    multiple-choice run, the option `metric` chose (acc, acc_norm, acc_bytes or acc_mutual_info), as text like gold."""
     if is_imported(run_dir):
         return load_samples(run_dir, metric)
     path = Path(run_dir) / "predictions.jsonl"

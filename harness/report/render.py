@@ -17,7 +17,7 @@ from harness.report.board import ModelBoard
 from harness.report.tables import METRICS
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
-                "acc_bytes": "acc_bytes", "acc_macro": "acc (mean over subjects)",
+                "acc_bytes": "acc_bytes", "acc_mutual_info": "acc_mutual_info", "acc_macro": "acc (mean over subjects)",
                 "exact_match": "exact match", "exact_match_strict": "exact match (strict)",
                 "exact_match_flexible": "exact match (flexible)", "perplexity": "perplexity", "word_perplexity": "word perplexity",
                 "byte_perplexity": "byte perplexity", "bits_per_byte": "bits per byte", "ece": "ECE",

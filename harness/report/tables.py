@@ -27,7 +27,7 @@ from harness.report.stats import (
 
 # what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers (GSM8K's two
 # extractions: the names its filters get), then the perplexity tasks' (lower is better: metrics.LOWER_IS_BETTER)
-METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "exact_match", "exact_match_strict",
+METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "exact_match_strict",
            "exact_match_flexible", "word_perplexity", "byte_perplexity", "bits_per_byte")
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
