@@ -280,8 +280,10 @@ def test_mutual_information_subtracts_each_options_log_likelihood_without_contex
     requests = []
     result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False,
                            open_journal=lambda r: requests.extend(r), mutual_info=True)
-    # the same options (items 1 and "again") make one unconditional request, after the items' own
-    assert len(requests) == len(items) + len(items) - 1 and all(r.unconditional for r in requests[len(items):])
+    # one unconditional request per distinct option (items 1 and "again" have the same), after the items' own
+    options = {option for request in requests[: len(items)] for option in request.continuation_ids}
+    assert len(options) == sum(len(item.choices) for item in items[:-1]) - 1  # "cheered" is in two items
+    assert len(requests) == len(items) + len(options) and all(r.unconditional for r in requests[len(items):])
     assert result.loglikelihoods == plain.loglikelihoods  # exactly: in a prefix group of their own
     for item, values, alone, chosen in zip(items, result.loglikelihoods, result.unconditional,
                                            result.predictions["acc_mutual_info"]):
