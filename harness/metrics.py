@@ -45,16 +45,16 @@ def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
     return sum(f1s) / len(f1s)
 
 
+MUTUAL_INFO = "acc_mutual_info"  # needs the options' log-likelihoods without context too (harness/multiple_choice.py)
 BUILTIN_METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "accuracy": accuracy, "macro_f1": macro_f1,
     # multiple choice (harness/multiple_choice.py): the same accuracy, of predictions chosen four ways
-    "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy, "acc_mutual_info": accuracy,
+    "acc": accuracy, "acc_norm": accuracy, "acc_bytes": accuracy, MUTUAL_INFO: accuracy,
     # short answers (kind: generate): the share of generated answers that match an accepted answer
     "exact_match": accuracy,
 }
 CLOZE_METRICS = ("acc", "perplexity", "bits_per_byte")  # cloze tasks (cloze_metrics): from greedy flags and log-likelihoods
-MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match"}
-MUTUAL_INFO = "acc_mutual_info"  # needs the options' log-likelihoods without context too (harness/multiple_choice.py)
+MEANS = {"accuracy", "acc", "acc_norm", "acc_bytes", MUTUAL_INFO, "exact_match"}
 # what only the options of a multiple-choice item can give: a classification task would get plain accuracy under them
 CHOICE_ONLY_METRICS = ("acc_norm", "acc_bytes", MUTUAL_INFO)
 # perplexity tasks (perplexity_metrics): from each text's rolling log-likelihood

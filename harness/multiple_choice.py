@@ -67,7 +67,8 @@ def score_choices(
     # MUTUAL_INFO: a request per distinct option, after the items' requests (as the calibration prompts of
     # classification: a journal counts items below them). One continuation each, so it runs in its own row after
     # the prefix token, as lm-evaluation-harness's do: a 1-token context shares nothing worth a pass of its own
-    # (ARC-Easy, 50 items: the options of an item on top of a shared prefix token took 7.8 s more than acc alone)
+    # (ARC-Easy, 50 items, scoring: 12.5 s for acc alone; with acc_mutual_info 15.1 s so, 20.3 s with each item's
+    # options on top of one shared prefix token)
     option_rows: dict[tuple[int, ...], int] = {}
     if mutual_info:
         for request in requests:
