@@ -280,8 +280,8 @@ def compare(task: str, shots: int, metrics: tuple[str, ...], run_dir: Path, samp
         pairs = [(a["arg_0"], a["arg_1"]) for a in arguments]
         expected = options + ([("", continuation) for _, continuation in options] if MUTUAL_INFO in metrics else [])
         same_text += pairs == expected
-        ours = row["scores"] + row.get("unconditional_scores", [])
-        largest = max(largest, float(np.max(np.abs(np.array(responses) - np.array(ours)))))
+        our_values = row["scores"] + row.get("unconditional_scores", [])
+        largest = max(largest, float(np.max(np.abs(np.array(responses) - np.array(our_values)))))
         theirs = responses[: len(options)]
         same_prediction += int(np.argmax(theirs)) == row["chosen"]["acc"]
         for metric in metrics:
