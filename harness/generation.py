@@ -180,11 +180,12 @@ class _Decoder:
     decoding step, which every row writes at the same index. A row whose request finishes waits until half the
     rows are free, then they all take the next requests together, in one pass: most short answers end on
     their first or second token, and a pass over several rows costs far less than a pass for each (SmolLM2-135M
-    on this 2-core CPU: 0.11 s for one row of one token, 0.24-0.32 s for 3 to 8). A waiting row runs a stand-in token at each step and keeps
-    its masks. A refilled row's columns that its new request does not overwrite keep the old request's
-    (finite) values, masked. Each token's position is the count of real tokens before it in its row, so a
-    request's numbers are its own whatever its neighbours, up to float rounding (forward_rows). When the
-    columns run out, each row's live ones move to the front, and the buffers grow if that is not enough.
+    on this 2-core CPU: 0.11 s for one row of one token, 0.24-0.32 s for 3 to 8). A waiting row runs a stand-in
+    token at each step and keeps its masks. A refilled row's columns that its new request does not overwrite
+    keep the old request's (finite) values, masked. Each token's position is the count of real tokens before it
+    in its row, so a request's numbers are its own whatever its neighbours, up to float rounding (forward_rows).
+    When the columns run out, each row's live ones move to the front, and the buffers grow if that is not
+    enough.
     """
 
     def __init__(self, lm: LanguageModel, prefixes: _Prefixes, waiting: list[_Waiting], max_new_tokens: int,

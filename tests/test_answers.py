@@ -205,4 +205,5 @@ def test_records_of_short_answer_runs_under_other_answer_rules_are_not_reused(
 
     short_answer, labels = keys()
     monkeypatch.setattr(records, "ANSWER_RULES", records.ANSWER_RULES - 1)
-    assert keys() == [keys()[0], labels] and keys()[0] != short_answer
+    short_answer_then, labels_then = keys()
+    assert short_answer_then != short_answer and labels_then == labels
