@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from common import MODEL, REPO, ensure_model, run_logged
+
 from harness.launch import launch_command
 
 

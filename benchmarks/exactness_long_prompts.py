@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import compose  # noqa: E402  (the CLI's config composition, in this process)
-
 from harness.models import load_language_model  # noqa: E402
 from harness.plan import choose_inputs, plan_run  # noqa: E402
 from harness.prompts import build_prompt  # noqa: E402

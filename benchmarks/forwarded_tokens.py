@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from common import ensure_model
 from transformers import AutoTokenizer
 

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from common import commit, ensure_model
+
 from harness.launch import launch_command
 
 REPO = Path(__file__).resolve().parent.parent

@@ -42,8 +42,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import numpy as np
 import yaml
-
 from common import REPO, commit, ensure_model, run_logged
+
 from harness.assets import asset_path
 from harness.report.load import read_run
 

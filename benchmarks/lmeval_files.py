@@ -21,9 +21,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from leaderboard_vs_lmeval import LMEVAL_TASKS, PAIRINGS, export_rows
-
 from common import REPO, ensure_model, run_logged
+from leaderboard_vs_lmeval import LMEVAL_TASKS, PAIRINGS, export_rows
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import yaml
-
 from common import REPO, ensure_model, run_logged
 from leaderboard_vs_lmeval import export_rows, run_lmeval
 

@@ -58,10 +58,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers and datasets are impor
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import torch
+from common import REPO, ensure_model, run_logged
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from common import REPO, ensure_model, run_logged
 from harness.data import load_split
 from harness.demos import select_demonstrations
 from harness.prompts import Prompt, build_prompt, load_template

@@ -18,8 +18,17 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import (HASH_BLOCK, VERIFICATIONS, Entry, cache_dir, publish, read_manifest, sha256_file, staging,
-                           write_manifest)
+from harness.cache import (
+    HASH_BLOCK,
+    VERIFICATIONS,
+    Entry,
+    cache_dir,
+    publish,
+    read_manifest,
+    sha256_file,
+    staging,
+    write_manifest,
+)
 from harness.errors import HarnessError
 
 

@@ -240,6 +240,13 @@ def cache_command(arguments: list[str]) -> int:
         print(USAGE, end="")
         return 0
     action, names = (arguments[0], arguments[1:]) if arguments else ("list", [])
+    root = cache_dir()
+    if action in ("list", "verify", "clear") and not root.is_dir():  # a mistyped HARNESS_CACHE is not a clean cache
+        where = "HARNESS_CACHE" if "HARNESS_CACHE" in os.environ else "the default location"
+        if action == "list":
+            print(f"the cache directory {root} ({where}) does not exist: nothing is downloaded or converted there yet")
+            return 0
+        raise HarnessError(f"the cache directory {root} ({where}) does not exist: nothing to {action}")
     known = {entry.name: entry for entry in entries()}
     if action == "list":
         if not known:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -121,16 +122,39 @@ def _flags_first(arguments: list[str]) -> list[str]:
 
 
 def _expand_model_override(arguments: list[str]) -> list[str]:
-    """`model=<hub id, directory or .gguf file>` that names no model config means the generic `hf` config."""
+    """`model=<hub id, directory or .gguf file>` that names no model config means the generic `hf` config. The
+    path goes to Hydra quoted, so that any path is taken as it is (Hydra's grammar reads `(`, `<`, `=`, `,` and
+    spaces in a bare value as syntax). A value with commas is a sweep over models unless it is quoted or names an
+    existing path."""
     expanded = []
     for argument in arguments:
         key, _, value = argument.partition("=")
-        if key == "model" and value and "," not in value and value not in model_names():
-            name = Path(value).stem if value.lower().endswith(".gguf") else Path(value).name or value
-            expanded += ["model=hf", f"model.path={value}", f"model.name={name}"]
+        path = _unquoted(value)
+        is_path = path != value or "," not in value or Path(value).expanduser().exists()  # else: a sweep of models
+        if key == "model" and path and is_path and path not in model_names():
+            name = Path(path).stem if path.lower().endswith(".gguf") else Path(path).name or path
+            expanded += ["model=hf", f"model.path={hydra_quoted(path)}", f"model.name={hydra_quoted(name)}"]
         else:
             expanded.append(argument)
     return expanded
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar, read back exactly: a quote is escaped, and so are
+    the backslashes before a quote or at the end (elsewhere Hydra keeps them as they are); `${` would be an
+    interpolation, so it is escaped too."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, value).replace("'", "\\'")
+    return "'" + escaped.replace("${", "\\${") + "'"
+
+
+def _unquoted(value: str) -> str:
+    """A value the user quoted for Hydra (`model='/data/my model (v2)'`), as Hydra reads it; others as they are."""
+    if len(value) < 2 or value[0] != value[-1] or value[0] not in "'\"":
+        return value
+    try:
+        return str(OverridesParser.create().parse_override(f"quoted={value}").value())
+    except HydraException:
+        return value
 
 
 def _expand_groups(arguments: list[str]) -> list[str]:
@@ -175,8 +199,16 @@ def _check_tasks(overrides: list[str]) -> None:
 
 def _check_overrides(overrides: list[str], multirun: bool) -> None:
     """Compose every value of every override once, so a bad one fails in one line before any job runs."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException as error:  # OverrideParseException, or the lexer's own
+            raise HarnessError(f"cannot read the setting {override!r} ({str(error).splitlines()[0]}): a value with "
+                               "characters such as ( ) [ ] { } < > = , or spaces goes in quotes, key='value' "
+                               "(in a shell: \"key='value'\"); model= takes any path as it is") from None
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
         if not multirun:
             sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
             if sweeps:

@@ -79,6 +79,15 @@ class DeviceMap(Choice):
     sequential = "sequential"  # fill each GPU before the next
 
 
+class Dtype(Choice):
+    """The dtype the weights are loaded in (model.dtype)."""
+
+    auto = "auto"  # float32 on CPU, bfloat16 on CUDA
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 class TaskKind(Choice):
     classify = "classify"  # one fixed set of labels for every item (sentiment, topic, NLI)
     choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
@@ -178,7 +187,7 @@ class ModelConfig:
     path: str = MISSING  # hub id or local directory
     revision: Optional[str] = None
     gguf_asset: Optional[str] = None  # packaged GGUF (harness/assets.py), converted once to safetensors
-    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on CUDA
+    dtype: Dtype = Dtype.auto
     max_length: Optional[int] = None  # context window; default from the model config
     add_bos: Optional[bool] = None  # None: whatever the tokenizer does by default
     licence: Optional[str] = None  # terms the weights come under, recorded in every run's config.yaml

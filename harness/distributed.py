@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import timedelta
+from functools import cache
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError

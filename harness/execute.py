@@ -25,20 +25,31 @@ import torch
 from harness.calibration import expected_calibration_error
 from harness.classify import classify
 from harness.config import Calibration, Scorer, TaskConfig, TaskKind
-from harness.errors import HarnessError, RunInterrupted
-from harness.finetune import finetune, load_trained, remove_trained
 from harness.data import Example
 from harness.distributed import Processes, join_processes
+from harness.errors import HarnessError, RunInterrupted
+from harness.finetune import finetune, load_trained, remove_trained
 from harness.generation import generate_labels, generate_texts
 from harness.journal import Journal, journal_path, remove_journals
 from harness.memory import PeakMemory
-from harness.metrics import (MUTUAL_INFO, NO_LABEL, cloze_metrics, compute_metrics, count_words, extracted_answer,
-                             matching_answer, perplexity_metrics, standard_error)
+from harness.metrics import (
+    MUTUAL_INFO,
+    NO_LABEL,
+    cloze_metrics,
+    compute_metrics,
+    count_words,
+    extracted_answer,
+    matching_answer,
+    perplexity_metrics,
+    standard_error,
+)
 from harness.models import LanguageModel, load_language_model
 from harness.multiple_choice import score_choices
-from harness.plan import PREDICTIONS_FILE, RECORD_FILE, RunPlan, RunResult, Selection
+from harness.plan import RunPlan, RunResult, Selection
 from harness.prompts import build_prompt
 from harness.records import (
+    PREDICTIONS_FILE,
+    RECORD_FILE,
     Cost,
     RecordError,
     RunRecord,

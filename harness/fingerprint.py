@@ -7,6 +7,7 @@ modification time and inode, so a large local checkpoint is hashed once, not on 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from pathlib import Path
@@ -53,11 +54,31 @@ def model_fingerprint(config: ModelConfig) -> str:
         return f"file:{file_digest(local)}"
     if local.is_dir():
         files = sorted(p for p in local.iterdir() if p.is_file() and not p.name.startswith("."))
+        _check_model_dir(local, {p.name for p in files})
         listing = [[p.name, file_digest(p)] for p in files]
         return "files:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     if config.path.startswith((".", "/", "~")):
         raise HarnessError(f"model path not found: {config.path}")
     return f"hub:{config.path}@{hub_commit(config.path, config.revision)}"
+
+
+# What transformers reads from a model directory: the config, the weights (one file or shards), a tokenizer
+MODEL_CONFIG = "config.json"
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _check_model_dir(directory: Path, names: set[str]) -> None:
+    """A local model directory holds what loading it needs: said before anything loads, naming what is missing."""
+    missing = [what for what, present in (
+        (MODEL_CONFIG, MODEL_CONFIG in names),
+        ("weights (model.safetensors, or pytorch_model.bin, or their shards)",
+         any(fnmatch.fnmatch(name, pattern) for name in names for pattern in WEIGHTS)),
+        (f"tokenizer files ({', '.join(TOKENIZER[:2])}, ...)", bool(names & set(TOKENIZER))),
+    ) if not present]
+    if missing:
+        raise HarnessError(f"model directory {directory} has no {' and no '.join(missing)}: a model directory holds "
+                           "what save_pretrained writes for the model and for its tokenizer")
 
 
 class _Memo:

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.config import AnswerConfig, AnswerFilter, TaskKind
 from harness.errors import HarnessError
+from harness.expressions import pattern_findall, pattern_sub
 from harness.hub import require_hub
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def check_metrics(names: Sequence[str], kind: TaskKind = TaskKind.classify, answ
 
 def extracted_answer(generation: str, spec: AnswerFilter) -> str:
     """The answer a filter takes out of a generation (lm-evaluation-harness's RegexFilter, then take_first)."""
-    matches = re.findall(spec.regex, generation)
+    matches = pattern_findall(spec.regex, generation)
     if not matches:
         return spec.fallback
     try:
@@ -135,7 +136,7 @@ def matching_answer(answer: str, references: Sequence[str], spec: AnswerConfig) 
     does (regexes removed, then lower case, then punctuation removed), or None."""
     def normal(text: str) -> str:
         for pattern in spec.regexes_to_ignore:
-            text = re.sub(pattern, "", text)
+            text = pattern_sub(pattern, "", text)
         if spec.ignore_case:
             text = text.lower()
         if spec.ignore_punctuation:

@@ -19,8 +19,6 @@ from harness.errors import HarnessError
 from harness.gguf import converted_entry, gguf_path, is_gguf
 from harness.hub import resolve_model_source
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class LanguageModel:
@@ -100,9 +98,7 @@ def resolve_device(requested: str) -> torch.device:
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if requested not in DTYPES:
-        raise HarnessError(f"unknown model.dtype '{requested}' (choose from: auto, {', '.join(DTYPES)})")
-    return DTYPES[requested]
+    return getattr(torch, str(requested))  # the config schema allows float32, bfloat16 and float16 only
 
 
 # The model an inference run of this process loaded, kept for the next one that asks for the same model: a
@@ -149,7 +145,7 @@ def _load(config: ModelConfig, source: str, local_only: bool, device: torch.devi
             **_placement(config),
         )
     except Exception as error:  # transformers, tokenizers and safetensors raise many types; one line says it
-        raise HarnessError(f"cannot load model '{config.path}': {_first_line(error)}") from None
+        raise HarnessError(f"cannot load model '{config.path}': {_folded(error)}") from None
     finally:
         transformers_logging.enable_progress_bar()
     if config.device_map is None:
@@ -219,7 +215,7 @@ def _convert(entry: Entry, gguf: Path) -> None:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise HarnessError(f"cannot convert {gguf}: {_first_line(error)}") from None
+            raise HarnessError(f"cannot convert {gguf}: {_folded(error)}") from None
         # The weights are dequantised already; drop the GGUF markers that make save_pretrained refuse.
         del model.config.quantization_config
         model.hf_quantizer = None
@@ -230,5 +226,7 @@ def _convert(entry: Entry, gguf: Path) -> None:
         publish(built, entry.path)  # an older harness's copy without a manifest is replaced
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+def _folded(error: BaseException) -> str:
+    """A library's message on one line, whole: the loaders' messages go on over several ("Couldn't instantiate the
+    backend tokenizer from one of: (1) ... (2) ...")."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -8,7 +8,6 @@ without the model fails here, in one line, before minutes of loading, training o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,15 @@ from harness.data import Example, load_split
 from harness.demos import demonstrations_per_example
 from harness.distributed import launched_processes
 from harness.errors import HarnessError
+from harness.expressions import compile_pattern
 from harness.fingerprint import examples_digest, file_digest, model_fingerprint
 from harness.gguf import is_gguf, prepare_gguf
 from harness.metrics import MUTUAL_INFO, check_metrics
 from harness.prompts import Template, is_channel, load_template
-from harness.records import Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
+from harness.records import CONFIG_FILE, Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
 from harness.registry import task_files, template_files
 
 SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
-CONFIG_FILE = "config.yaml"
-RECORD_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,6 @@ class RunPlan:
     inputs: Inputs
     key: str
     run_dir: Path
-
-    @property
-    def complete(self) -> bool:
-        return (self.run_dir / RECORD_FILE).is_file()
 
     @property
     def finetuning(self) -> bool:
@@ -194,11 +187,11 @@ def check_task(config: RunConfig) -> None:
             raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is {kind}")
     patterns = {**{f"answer.filters.{name}.regex": rule.regex for name, rule in task.answer.filters.items()},
                 **{f"answer.regexes_to_ignore[{i}]": regex for i, regex in enumerate(task.answer.regexes_to_ignore)}}
-    for key, regex in patterns.items():  # before minutes of generation, not after
+    for key, pattern in patterns.items():  # before minutes of generation, not after
         try:
-            re.compile(regex)
-        except re.error as error:
-            raise HarnessError(f"task '{task.name}': {key} {regex!r} is not a regular expression ({error})") from None
+            compile_pattern(pattern)
+        except HarnessError as error:
+            raise HarnessError(f"task '{task.name}': {key} {error}") from None
     for key in ("demos_match", "metrics_by", "units_field"):
         name = getattr(task, key)
         if name is not None and name not in task.fields:
@@ -237,6 +230,9 @@ def check_settings(config: RunConfig) -> None:
         raise HarnessError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
     if config.batch_size != "auto" and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise HarnessError(f"batch_size must be a positive integer or auto, got {config.batch_size!r}")
+    if config.model.max_length is not None and config.model.max_length < 1:
+        raise HarnessError(f"model.max_length must be >= 1 (or null: the model's own context window), got "
+                           f"{config.model.max_length}")
     for key in ("limit", "subsample"):
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")

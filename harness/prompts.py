@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import jinja2
-import yaml
 from jinja2 import meta
 
 from harness.config import TaskConfig, TaskKind
@@ -26,6 +25,7 @@ from harness.data import Example
 from harness.errors import HarnessError
 from harness.expressions import ENVIRONMENT
 from harness.registry import template_files
+from harness.safeyaml import load_yaml, read_bounded
 
 TEMPLATE_KEYS = {"description", "instruction", "example", "demonstration", "continuation", "separator", "answer_choices",
                  "label_words"}
@@ -79,6 +79,8 @@ class Template:
         except _RENDER_ERRORS as error:  # a sandbox violation, a bad filter, an item the template does not fit
             raise HarnessError(f"template '{self.name}' failed on example {example.id}: "
                                f"{type(error).__name__}: {error}") from None
+        except HarnessError as error:  # a pattern of regex_replace that backtracks without end
+            raise HarnessError(f"template '{self.name}' failed on example {example.id}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,8 @@ def load_template(task: TaskConfig, name: str, label_words: str | None = None) -
         known = ", ".join(files) or "none"
         raise HarnessError(f"unknown template '{name}' for task '{task.name}' (templates: {known})")
     path = files[name]
-    try:
-        raw = path.read_bytes()
-        spec = yaml.safe_load(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise HarnessError(f"cannot read template {path}: {error}") from None
+    raw = read_bounded(path, "template")
+    spec = load_yaml(raw, f"template {path}")
     if not isinstance(spec, dict) or "example" not in spec:
         raise HarnessError(f"template {path} must be a mapping with an `example` key")
     unknown = set(spec) - TEMPLATE_KEYS

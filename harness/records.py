@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -27,6 +28,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 RECORD_FORMAT = 2
+CONFIG_FILE = "config.yaml"  # the resolved config, written when the run starts
+PREDICTIONS_FILE = "predictions.jsonl"
+RECORD_FILE = "metrics.json"  # written last: its presence marks a complete run
+# a run directory's name ends in its run key (run_dir_name)
+RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__(?P<key>[0-9a-f]{10})$")
 # Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
 # The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
@@ -166,6 +172,44 @@ class RunRecord:
         if bad:
             raise RecordError(f"metric {bad[0]} is {record.metrics[bad[0]]!r}, not a finite number")
         return record
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """The run's record, checked as every reader of a record must check it before using it (reporting, reusing,
+    exporting): metrics.json is a valid record of this run directory with finite metrics, and predictions.jsonl is
+    the very file the run wrote (its sha256 is in the record), so a damaged, cut or hand-edited file is never
+    taken for a result. RecordError says what is wrong, in one line."""
+    try:
+        record = RunRecord.from_json((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"{RECORD_FILE} cannot be read ({error})") from None
+    except RecordError as error:
+        raise RecordError(f"{RECORD_FILE}: {error}") from None
+    named = RUN_DIR_NAME.search(run_dir.name)
+    if named and named["key"] != record.run_key:
+        raise RecordError(f"{RECORD_FILE} is the record of run {record.run_key}, not of this directory's run "
+                          f"{named['key']}")
+    _check_predictions(run_dir, record)
+    return record
+
+
+def read_predictions(run_dir: Path, record: RunRecord) -> list[dict[str, Any]]:
+    """predictions.jsonl's rows, checked against the record (read_run) as they are read."""
+    return [json.loads(line) for line in _check_predictions(run_dir, record).splitlines() if line.strip()]
+
+
+def _check_predictions(run_dir: Path, record: RunRecord) -> str:
+    path = run_dir / PREDICTIONS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"{PREDICTIONS_FILE} cannot be read ({error})") from None
+    if sha256_text(text) != record.predictions_sha256:
+        lines = text.count("\n")
+        cut = f" ({lines} lines for {record.n} items: cut short)" if lines != record.n or not text.endswith("\n") else ""
+        raise RecordError(f"{PREDICTIONS_FILE} is not the file the run wrote{cut}; its sha256 differs from the "
+                          "record's")
+    return text
 
 
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:

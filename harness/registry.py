@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import HubSourceConfig, PackagedSourceConfig, RunConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
+from harness.safeyaml import read_yaml_file
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_ROOT = PACKAGE_DIR / "builtin"
@@ -63,7 +63,7 @@ def group_files() -> dict[str, Path]:
 def load_group(name: str) -> TaskGroup:
     """A group file, checked: it names known tasks, and for each a metric the task records."""
     path = group_files()[name]
-    raw = read_task_file(path)
+    raw = read_task_file(path, "group file")
     tasks = raw.get("tasks")
     if set(raw) - {"description", "tasks"} or not isinstance(tasks, dict) or not tasks:
         raise HarnessError(f"group file {path} must hold `tasks` (task name -> the metric averaged) and optionally "
@@ -85,20 +85,20 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml") if p.stem != "hf")
 
 
-def read_task_file(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())  # YAML's messages span several lines
-        raise HarnessError(f"cannot read task file {path}: {reason}") from None
+def read_task_file(path: Path, what: str = "task file") -> dict:
+    """A task or group file's mapping, read with bounds (harness/safeyaml.py): a hostile file fails in one line."""
+    raw = read_yaml_file(path, what)
     if not isinstance(raw, dict):
-        raise HarnessError(f"task file {path} must hold a mapping")
+        raise HarnessError(f"{what} {path} must hold a mapping")
     return raw
 
 
 def load_task_node(path: Path) -> OmegaConf:
     """A task file merged onto the TaskConfig schema: unknown keys and wrong types fail here."""
     raw = read_task_file(path)
+    if "name" in raw and str(raw["name"]) != path.stem:  # task=NAME finds the file; templates go by the name
+        raise HarnessError(f"task file {path} says name: {raw['name']}; a task's name must be its file's name "
+                           f"({path.stem}): rename one of them")
     try:
         node = OmegaConf.structured(TaskConfig)
         for key, schema in (("files", SourceConfig), ("hub", HubSourceConfig), ("packaged", PackagedSourceConfig)):

@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 from harness.plan import plan_run, templates_to_run
 from harness.prompts import load_template
 from harness.registry import register_configs
+from harness.run import reusable
 from harness.study import Cell, Condition, FactorSpec, Source, Study, write_study
 
 USAGE = """usage: python -m harness sensitivity [study options] [run settings] [--dry-run]
@@ -99,8 +100,8 @@ def sensitivity_command(arguments: list[str]) -> int:
         sweeps = [f"{SWEPT[Source(spec.name)]}={','.join(spec.levels)}" for spec in factors[method]]
         run_command(["-m", *options.overrides, f"method={method}", *sweeps,
                      *(["calibration=contextual"] if calibration else [])])
-    missing = [cell.run_dir for method in options.methods for cell in cells[method] if not cell.run_dir.joinpath(
-        "metrics.json").is_file()]
+    missing = [cell.run_dir for method in options.methods for cell in cells[method]
+               if reusable(cell.run_dir, quiet=True) is None]
     if missing:
         raise HarnessError(f"{len(missing)} runs of the study did not finish (first: {missing[0]}); rerun the same "
                            "command to run them")
@@ -152,6 +153,9 @@ def parse_arguments(arguments: list[str]) -> StudyOptions:
 def _set_option(options: StudyOptions, key: str, value: str) -> None:
     parts = [part.strip() for part in value.split(",") if part.strip()]
     try:
+        if key in ("vary", "methods") and not parts:  # `vary=`: an empty list would silently mean the defaults
+            raise HarnessError(f"{key}= names no value; leave it out for the default, or name one or more of: "
+                               f"{', '.join(item.value for item in (Source if key == 'vary' else Method))}")
         if key == "vary":
             options.vary = [Source(part) for part in parts]
         elif key == "methods":
@@ -247,7 +251,7 @@ def plan_cells(method: Method, factors: list[FactorSpec], overrides: list[str], 
             own = [f"{SWEPT[Source(spec.name)]}={spec.levels[i]}" for spec, i in zip(factors, levels)]
             job = [*settings, f"method={method}", *own, *(["calibration=contextual"] if calibration else [])]
             plan = plan_run(OmegaConf.to_object(compose(config_name="config", overrides=job)))
-            cells.append(PlannedCell(list(levels), plan.run_dir, plan.complete))
+            cells.append(PlannedCell(list(levels), plan.run_dir, reusable(plan.run_dir, quiet=True) is not None))
     return cells
 
 

@@ -262,7 +262,7 @@ def run_cli(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 def read_record(run_dir: Path):
     """A run's metrics.json as the report reads it: a RunRecord, checked against its predictions.jsonl."""
-    from harness.report.load import read_run
+    from harness.records import read_run
 
     return read_run(run_dir)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_record, run_cli, run_in_process
 
+from conftest import read_record, run_cli, run_in_process
 from harness.calibration import (
     content_free_distribution,
     contextual_calibration,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
+from omegaconf import OmegaConf
 
 from harness.data import Example, load_split
 from harness.errors import HarnessError
 from harness.prompts import build_prompt, load_template
 from harness.registry import load_task_node, task_files
-from omegaconf import OmegaConf
 
 
 def _task(name: str):
@@ -119,7 +118,6 @@ def test_label_words_pick_an_alternative_verbalizer_set(harness_env: dict, tmp_p
 
 def test_train_seed_is_for_fine_tuning_only() -> None:
     from conftest import compose
-
     from harness.plan import check_settings
 
     with pytest.raises(HarnessError, match="train_seed applies to fine-tuning methods"):

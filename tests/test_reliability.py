@@ -19,10 +19,17 @@ from pathlib import Path
 import pytest
 
 from conftest import read_record, run_cli, run_in_process, write_long_task
-from harness.cache import (PARTIAL_PREFIX, Entry, cache_dir, model_entry, publish, staging, sweep_partials,
-                           write_manifest)
+from harness.cache import (
+    PARTIAL_PREFIX,
+    Entry,
+    cache_dir,
+    model_entry,
+    publish,
+    staging,
+    sweep_partials,
+    write_manifest,
+)
 from harness.errors import HarnessError, RunInterrupted
-
 
 
 def _run_dirs(output: Path) -> list[Path]:
@@ -412,13 +419,13 @@ def test_a_cache_that_cannot_be_written_is_one_line(kind: str, tmp_path: Path, h
 # --- outputs -------------------------------------------------------------------------------------------------
 
 def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path: Path, harness_env: dict,
-                                                                           monkeypatch) -> None:
+                                                                           tiny_model_dir: Path, monkeypatch) -> None:
     import harness.execute as execute
 
     (tmp_path / "a-file").write_text("")
     monkeypatch.setattr(execute, "load_language_model", lambda *a: pytest.fail("the model was loaded"))
     with pytest.raises(HarnessError, match=r"cannot write the run record to .*a-file/out/toy__.* \(Not a directory\); set output_dir"):
-        run_in_process("task=toy", f"model={tmp_path}", f"output_dir={tmp_path / 'a-file' / 'out'}")
+        run_in_process("task=toy", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'a-file' / 'out'}")
 
 
 def test_records_are_readable_by_others(tmp_path: Path, harness_env: dict, tiny_model_dir: Path) -> None:

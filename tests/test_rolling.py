@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.rolling import rolling_windows
 from conftest import compose, run_cli
+from harness.rolling import rolling_windows
 
 DOCUMENTS = [
     "a joyful film and a fine plot, the acting was very good. It was great. A great one.",

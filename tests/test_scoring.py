@@ -10,8 +10,8 @@ import torch
 
 from harness.config import ModelConfig
 from harness.models import LanguageModel, load_language_model
-from harness.requests import ScoringRequest, build_requests
 from harness.prompts import Prompt
+from harness.requests import ScoringRequest, build_requests
 from harness.scoring import score_requests
 
 

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from harness.errors import HarnessError
 from harness.records import Inputs, run_key
 from harness.sensitivity import orders, parse_arguments

@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
 from omegaconf import OmegaConf
 
+from conftest import SHARED
 from harness.config import TaskConfig
 from harness.data import Example, load_split
 from harness.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template

@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 
 from harness.registry import TaskGroup
-from harness.report.stats import ABSENT, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_differences, separable_ranks, win_rates
+from harness.report.stats import (
+    ABSENT,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    bootstrap_differences,
+    separable_ranks,
+    win_rates,
+)
 from harness.report.tables import paired_items
 
 # what a leaderboard cell can show: the means over items, higher is better

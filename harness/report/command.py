@@ -110,7 +110,7 @@ def report_command(arguments: list[str]) -> int:
     markdown = render.markdown(title, intro, parts)
     out = options.out or options.results_dir / "report"
     outputs = (markdown, render.latex(title, parts), render.html_page(title, intro, parts, figures),
-               *(frame.to_csv(index=False) for frame in (summary, comparison, leaderboard,
+               *(render.csv_text(frame) for frame in (summary, comparison, leaderboard,
                                                          pd.concat([runs, settings.add_prefix("config.")], axis=1),
                                                          _boards_frame(boards))))
     try:

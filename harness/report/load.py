@@ -11,17 +11,25 @@ settings whose inputs differ (a template or data file edited between them), only
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-import yaml
 
 from harness.errors import HarnessError
 from harness.lmeval_results import is_imported, iter_imports, load_samples
-from harness.records import HASH_EXCLUDED, RecordError, RunRecord, sha256_text
+from harness.records import (
+    CONFIG_FILE,
+    HASH_EXCLUDED,
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RUN_DIR_NAME,
+    RecordError,
+    RunRecord,
+    read_run,
+)
+from harness.safeyaml import read_yaml_file
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
@@ -38,8 +46,6 @@ NOT_SETTINGS = {*HASH_EXCLUDED, "seed", "shots", "template", "scorer", "calibrat
                 "method.name", "method.save_weights"}
 
 ABSENT_SETTING = "(absent)"  # a config key an older record lacks: the setting was added since
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when built: ~10x faster on big sweeps
-RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__[0-9a-f]{10}$")  # harness.records.run_dir_name
 
 
 @dataclass(frozen=True)
@@ -65,15 +71,15 @@ def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Record
     if missing:
         raise HarnessError(f"lm-evaluation-harness results '{missing[0]}' do not exist")
     directories = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    complete = [d for d in directories if (d / "metrics.json").is_file()]
+    complete = [d for d in directories if (d / RECORD_FILE).is_file()]
     loaded: list[tuple[Path, RunRecord, dict[str, str]]] = []
     skipped: list[Skipped] = []
     for run_dir in complete:
         try:
             record = read_run(run_dir)
-            settings = _flatten(_read_yaml(run_dir / "config.yaml"))
+            settings = _flatten(_read_yaml(run_dir / CONFIG_FILE))
         except RecordError as error:
-            skipped.append(Skipped(run_dir, str(error)))
+            skipped.append(Skipped(run_dir, f"{error} (the same `run` command scores it again)"))
             continue
         loaded.append((run_dir, record, settings))
     loaded, superseded = _newest_inputs(loaded)
@@ -92,33 +98,12 @@ def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Record
                    incomplete=incomplete, skipped=skipped)
 
 
-def read_run(run_dir: Path) -> RunRecord:
-    """The run's record, checked: valid metrics.json, and predictions.jsonl as the run wrote it."""
-    try:
-        record = RunRecord.from_json((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecordError(f"metrics.json cannot be read ({error})") from None
-    except RecordError as error:
-        raise RecordError(f"metrics.json: {error}") from None
-    path = run_dir / "predictions.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecordError(f"predictions.jsonl cannot be read ({error})") from None
-    if sha256_text(text) != record.predictions_sha256:
-        lines = text.count("\n")
-        cut = f" ({lines} lines for {record.n} items: cut short)" if lines != record.n or not text.endswith("\n") else ""
-        raise RecordError(f"predictions.jsonl is not the file the run wrote{cut}; its sha256 differs from the "
-                          "record's (rerun with rerun=true to score it again)")
-    return record
-
-
 def load_predictions(run_dir: str, metric: str = "accuracy") -> pd.DataFrame | None:
     """id, gold and prediction (a label name, or None when a generation named no label) per test item; for a
     multiple-choice run, the option `metric` chose (acc, acc_norm, acc_bytes or acc_mutual_info), as text like gold."""
     if is_imported(run_dir):
         return load_samples(run_dir, metric)
-    path = Path(run_dir) / "predictions.jsonl"
+    path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -143,7 +128,7 @@ def _newest_inputs(loaded: list[tuple[Path, RunRecord, dict[str, str]]]) -> tupl
     the others were made from a template, task, data or model that has changed since."""
     newest: dict[str, tuple[Path, RunRecord, dict[str, str]]] = {}
     skipped = []
-    order = sorted(loaded, key=lambda item: (item[0] / "metrics.json").stat().st_mtime_ns, reverse=True)
+    order = sorted(loaded, key=lambda item: (item[0] / RECORD_FILE).stat().st_mtime_ns, reverse=True)
     for item in order:
         run_dir, record, settings = item
         same = json.dumps([[as_text(getattr(record, key)) for key in IDENTITY], settings], sort_keys=True)
@@ -190,12 +175,10 @@ def _imported_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecordError(f"config.yaml cannot be read ({error})") from None
-    except yaml.YAMLError as error:
-        raise RecordError(f"config.yaml: {str(error).splitlines()[0]}") from None
+    try:  # bounded: a results directory may come from someone else
+        loaded = read_yaml_file(path, CONFIG_FILE) or {}
+    except HarnessError as error:
+        raise RecordError(str(error).replace(f" {path}", "")) from None
     if not isinstance(loaded, dict):
         raise RecordError("config.yaml does not hold a mapping")
     return loaded

@@ -8,7 +8,6 @@ configuration's correctness on every test item, which harness/report/variance.py
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
 from harness.errors import HarnessError
-from harness.records import RecordError
-from harness.report.load import read_run
+from harness.records import RecordError, read_predictions, read_run
 from harness.report.render import Figure, Section
 from harness.report.variance import ITEMS, Decomposition, Factor, Verdict, compare, decompose
 from harness.study import PHRASES, Condition, Study
@@ -79,10 +77,10 @@ def _correctness(run_dir: Path, calibrated: bool) -> tuple[list[str], list[bool]
     label its scores ranked first before calibration (the first of equal scores, as the scorer breaks ties)."""
     try:
         record = read_run(run_dir)
-        text = (run_dir / "predictions.jsonl").read_text(encoding="utf-8")
-    except (OSError, RecordError) as error:
-        raise HarnessError(f"the study's run {run_dir} cannot be read ({error})") from None
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = read_predictions(run_dir, record)
+    except RecordError as error:
+        raise HarnessError(f"the study's run {run_dir} cannot be read ({error}; the same `sensitivity` command "
+                           "scores it again)") from None
     if calibrated or record.calibration == "none":
         return [str(r["id"]) for r in rows], [r["prediction"] == r["gold"] for r in rows]
     return [str(r["id"]) for r in rows], [max(r["scores"], key=r["scores"].get) == r["gold"] for r in rows]

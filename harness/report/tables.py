@@ -16,14 +16,7 @@ import pandas as pd
 from harness.metrics import LOWER_IS_BETTER, NO_LABEL
 from harness.registry import TaskGroup
 from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
-from harness.report.stats import (
-    ABSENT,
-    break_even_queries,
-    discordant_counts,
-    mcnemar,
-    paired_bootstrap,
-    win_rates,
-)
+from harness.report.stats import ABSENT, break_even_queries, discordant_counts, mcnemar, paired_bootstrap, win_rates
 
 # what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers (GSM8K's two
 # extractions: the names its filters get), then the perplexity tasks' (lower is better: metrics.LOWER_IS_BETTER)
