@@ -212,10 +212,20 @@ def test_an_alias_bomb_fails_its_own_runs_in_one_line_and_no_others(tmp_path: Pa
     (hostile / "prompts" / "toy").mkdir(parents=True)
     (hostile / "prompts" / "toy" / "bomb.yaml").write_text(BOMB.replace("a: &a", "example: '{{ text }} {{ answer }}'"
                                                                         "\na: &a"))
+    # and a task whose column expression backtracks without end on its data
+    (hostile / "tasks" / "slow.yaml").write_text((task_root / "tasks" / "toy.yaml").read_text().replace(
+        "name: toy", "name: slow").replace("  label_values:", "  columns: {text: \"text | regex_replace('(a|aa)+$', '')\"}"
+                                                                "\n  label_values:"))
     env = {**harness_env, "HARNESS_PATH": f"{hostile}{os.pathsep}{task_root}"}
 
-    listed = _timed_cli("list", env=env, cwd=tmp_path, limit_s=15)
+    started = time.perf_counter()
+    assert run_cli("list", env=harness_env, cwd=tmp_path).returncode == 0
+    alone = time.perf_counter() - started
+    started = time.perf_counter()
+    listed = run_cli("list", env=env, cwd=tmp_path)
+    assert time.perf_counter() - started < 1.5 * alone + 2  # the time it takes without the hostile files
     assert listed.returncode == 0, listed.stderr
+    assert any(line.strip().startswith("slow") and "BROKEN" not in line for line in listed.stdout.splitlines())
     [line] = [line for line in listed.stdout.splitlines() if line.strip().startswith("bomb")]
     assert "BROKEN: cannot read task file" in line and "more than 100,000 values" in line
     assert any(line.strip().startswith("toy") for line in listed.stdout.splitlines())
