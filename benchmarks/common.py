@@ -36,10 +36,10 @@ def ensure_model(name: str = MODEL) -> Path:
     """The harness's safetensors copy of a packaged model, converted from its GGUF if missing."""
     from omegaconf import OmegaConf
 
-    from harness.cache import model_entry
     from harness.config import ModelConfig
-    from harness.models import load_language_model
-    from harness.registry import MODEL_CONFIG_DIR
+    from harness.engine.hf.backend import load_language_model
+    from harness.inputs.registry import MODEL_CONFIG_DIR
+    from harness.sources.cache import model_entry
 
     model_dir = model_entry(name).path
     if not (model_dir / "config.json").exists():

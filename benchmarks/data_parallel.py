@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import MODEL, REPO, ensure_model, run_logged
 
-from harness.launch import launch_command
+from harness.runs.launch import launch_command
 
 
 def main() -> None:

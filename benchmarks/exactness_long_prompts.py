@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import compose  # noqa: E402  (the CLI's config composition, in this process)
-from harness.models import load_language_model  # noqa: E402
-from harness.plan import choose_inputs, plan_run  # noqa: E402
-from harness.prompts import build_prompt  # noqa: E402
-from harness.requests import build_requests  # noqa: E402
-from harness.scoring import score_requests  # noqa: E402
+from harness.engine.hf.backend import load_language_model  # noqa: E402
+from harness.engine.request import build_requests  # noqa: E402
+from harness.engine.scoring import score_requests  # noqa: E402
+from harness.inputs.prompts import build_prompt  # noqa: E402
+from harness.runs.plan import choose_inputs, plan_run  # noqa: E402
 
 
 def full_recompute(lm, context: tuple[int, ...], continuation: tuple[int, ...]) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from common import commit, ensure_model
 
-from harness.launch import launch_command
+from harness.runs.launch import launch_command
 
 REPO = Path(__file__).resolve().parent.parent
 PREPARED = REPO / ".gpu"
@@ -62,7 +62,7 @@ def prepare() -> None:
     """Here: the wheels, the model's architecture and tokenizer, and the corpus, in .gpu/."""
     from importlib import metadata
 
-    from harness.cache import cache_dir
+    from harness.sources.cache import cache_dir
 
     wheels = PREPARED / "wheels"
     shutil.rmtree(PREPARED, ignore_errors=True)

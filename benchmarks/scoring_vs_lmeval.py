@@ -62,12 +62,12 @@ from common import REPO, ensure_model, run_logged
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from harness.data import load_split
-from harness.demos import select_demonstrations
-from harness.prompts import Prompt, build_prompt, load_template
-from harness.records import RunRecord
-from harness.registry import load_task_node, task_files
+from harness.inputs.data import load_split
+from harness.inputs.demos import select_demonstrations
+from harness.inputs.prompts import Prompt, build_prompt, load_template
+from harness.inputs.registry import load_task_node, task_files
 from harness.report.load import read_run
+from harness.runs.records import RunRecord
 
 DATA_DIR = (REPO / ".." / "shared" / "data" / "sst2").resolve()
 TEMPLATE = "review"
@@ -159,7 +159,7 @@ def run_lmeval(shots: int, limit: int, device: str, model_dir: Path, workdir: Pa
 
 
 def harness_prompts(shots: int, limit: int) -> list[Prompt]:
-    """The prompts a harness run builds, from the harness's own code (as harness/run.py does)."""
+    """The prompts a harness run builds, from the harness's own code (as harness/runs/run.py does)."""
     task = OmegaConf.to_object(load_task_node(task_files()["sst2"]))
     task.data_dir = str(DATA_DIR)
     template = load_template(task, TEMPLATE)

@@ -42,18 +42,18 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         if command == "report":
-            from harness.report.command import report_command  # no Hydra, no torch
+            from harness.cli.report import report_command  # no Hydra, no torch
 
             return report_command(rest)
         if command == "cache":
-            from harness.cache import cache_command
+            from harness.sources.cache import cache_command
 
             return cache_command(rest)
         if command == "sensitivity":
-            from harness.sensitivity import sensitivity_command
+            from harness.cli.sensitivity import sensitivity_command
 
             return sensitivity_command(rest)
-        from harness import cli  # imported late: `--help` and typos stay fast
+        from harness.cli import run as cli  # imported late: `--help` and typos stay fast
 
         return cli.list_command() if command == "list" else cli.run_command(rest)
     except HarnessError as error:

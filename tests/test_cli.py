@@ -215,7 +215,7 @@ def test_settings_added_since_leave_earlier_run_keys_alone(harness_env: dict, ov
     inputs, so no record made before them is orphaned."""
     from omegaconf import OmegaConf
 
-    from harness.records import Inputs, run_key
+    from harness.runs.records import Inputs, run_key
 
     resolved = OmegaConf.to_container(OmegaConf.structured(compose(*overrides)), resolve=True, enum_to_str=True)
     inputs = Inputs(task_file=None, template_file="a", eval_data="b", demo_data=None, model="c")

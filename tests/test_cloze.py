@@ -14,14 +14,14 @@ from omegaconf import OmegaConf
 
 from conftest import run_in_process
 from harness.config import ModelConfig
-from harness.data import _to_examples, load_split
+from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.request import ScoringRequest
+from harness.engine.scoring import score_requests
 from harness.errors import HarnessError
-from harness.metrics import cloze_metrics
-from harness.models import LanguageModel, load_language_model
-from harness.prompts import build_prompt, load_template
-from harness.registry import load_task_node, task_files
-from harness.requests import ScoringRequest
-from harness.scoring import score_requests
+from harness.inputs.data import _to_examples, load_split
+from harness.inputs.prompts import build_prompt, load_template
+from harness.inputs.registry import load_task_node, task_files
+from harness.metrics.functions import cloze_metrics
 
 
 def _task(name: str):

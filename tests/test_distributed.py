@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from conftest import read_record, run_cli, write_long_task
-from harness.distributed import Processes
-from harness.launch import launch_command
+from harness.runs.distributed import Processes
+from harness.runs.launch import launch_command
 
 TOLERANCE = 1e-5
 
@@ -90,7 +90,7 @@ def test_a_model_split_between_memory_and_disk_scores_as_a_whole_one(tmp_path: P
     disk and loads them for each forward pass (the most a machine without GPUs can split a model); the prefix
     cache and the scorer give the numbers of the model in one piece, under the same run key."""
     from conftest import compose, run_in_process
-    from harness.models import load_language_model
+    from harness.engine.hf.backend import load_language_model
 
     placement = ["model.device_map=auto", "model.max_memory={cpu: 300KB}", f"model.offload_folder={tmp_path / 'off'}"]
     split = load_language_model(compose(f"model={tiny_llama_dir}", *placement).model, "auto")
@@ -122,7 +122,7 @@ def test_a_split_model_is_refused_under_accelerate_launch(harness_env: dict, tin
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import compose
     from harness.errors import HarnessError
-    from harness.plan import plan_run
+    from harness.runs.plan import plan_run
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="use one or the other"):

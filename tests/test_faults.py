@@ -20,8 +20,8 @@ import pytest
 
 from conftest import read_record, run_cli, run_in_process
 from harness.errors import HarnessError
-from harness.expressions import ENVIRONMENT, compile_expression
-from harness.records import RecordError, read_run
+from harness.inputs.expressions import ENVIRONMENT, compile_expression
+from harness.runs.records import RecordError, read_run
 
 BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
                for previous, name in zip("abcdefgh", "bcdefghi"))
@@ -140,7 +140,7 @@ def test_a_second_command_waits_for_the_run_in_progress_then_reuses_it(tmp_path:
                                                                       tiny_model_dir: Path) -> None:
     """This test plays the first command: it holds the run directory while the second starts, finishes the run
     (its record copied in from an identical run elsewhere), then lets go."""
-    from harness.lock import RunLock
+    from harness.runs.lock import RunLock
 
     settings = ["task=toy", f"model={tiny_model_dir}", "shots=2"]
     finished = run_in_process(*settings, f"output_dir={tmp_path / 'elsewhere'}").run_dir
@@ -177,7 +177,7 @@ def test_a_waiter_takes_the_run_over_when_its_holder_lets_go(tmp_path: Path, cap
     anew, and a third process that came meanwhile is not let in beside it."""
     import threading
 
-    from harness.lock import LOCK_FILE, RunLock
+    from harness.runs.lock import LOCK_FILE, RunLock
 
     run_dir = tmp_path / "run"
     holder = RunLock(run_dir).__enter__()
@@ -329,7 +329,7 @@ def test_templates_cannot_ask_for_unbounded_memory_or_time(source: str) -> None:
 
 def test_answer_patterns_are_time_bounded() -> None:
     from harness.config import AnswerConfig, AnswerFilter
-    from harness.metrics import extracted_answer, matching_answer
+    from harness.metrics.functions import extracted_answer, matching_answer
 
     generation = "a" * 40 + "!"
     started = time.perf_counter()

@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 
 from conftest import read_record, run_in_process
 from harness.config import MethodConfig, ModelConfig
-from harness.data import load_split
-from harness.finetune import finetune, load_trained
-from harness.models import LanguageModel, load_language_model
-from harness.prompts import build_prompt, load_template
-from harness.registry import load_task_node, task_files
-from harness.requests import build_requests
-from harness.scoring import score_requests
+from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.request import build_requests
+from harness.engine.scoring import score_requests
+from harness.finetune.train import finetune, load_trained
+from harness.inputs.data import load_split
+from harness.inputs.prompts import build_prompt, load_template
+from harness.inputs.registry import load_task_node, task_files
 
 HIGH_RATES = {"lora": 2e-2, "ia3": 1e-1, "prompt_tuning": 1e-1, "bitfit": 2e-2, "full": 3e-3}
 

@@ -11,9 +11,9 @@ import torch
 
 from conftest import read_record, run_cli
 from harness.config import ModelConfig
-from harness.generation import cut_at_stop, generate_texts, parse_label
-from harness.models import load_language_model
-from harness.requests import ScoringRequest
+from harness.engine.generation import cut_at_stop, generate_texts, parse_label
+from harness.engine.hf.backend import load_language_model
+from harness.engine.request import ScoringRequest
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -12,10 +12,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose, run_cli, run_in_process, write_llama_gguf
-from harness.assets import ASSETS, Asset, JoinedFile, WheelAsset, asset_path
-from harness.cache import cache_dir, read_manifest, sha256_file
 from harness.errors import HarnessError
-from harness.records import Inputs, run_key
+from harness.runs.records import Inputs, run_key
+from harness.sources.assets import ASSETS, Asset, JoinedFile, WheelAsset, asset_path
+from harness.sources.cache import cache_dir, read_manifest, sha256_file
 
 
 def _rows(run_dir: Path) -> list[dict]:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from harness.cli import _expand_groups
+from harness.cli.run import _expand_groups
 from harness.errors import HarnessError
-from harness.registry import TaskGroup, load_group
+from harness.inputs.registry import TaskGroup, load_group
 from harness.report import tables
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import hub
 from harness.errors import HarnessError
+from harness.sources import hub
 
 
 @pytest.fixture()

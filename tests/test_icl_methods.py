@@ -10,19 +10,25 @@ import numpy as np
 import pytest
 
 from conftest import read_record, run_cli, run_in_process
-from harness.calibration import (
+from harness.errors import HarnessError
+from harness.inputs.data import Example
+from harness.inputs.demos import demonstrations_per_example, reorder, select_demonstrations
+from harness.inputs.prompts import (
+    Template,
+    build_channel_prompts,
+    content_free_prompt,
+    domain_premise_prompt,
+    is_channel,
+)
+from harness.inputs.retrieval import RetrievalIndex, nearest_neighbours, tokenize
+from harness.kinds.calibration import (
     content_free_distribution,
     contextual_calibration,
     expected_calibration_error,
     label_distribution,
     pmi_scores,
 )
-from harness.data import Example
-from harness.demos import demonstrations_per_example, reorder, select_demonstrations
-from harness.errors import HarnessError
-from harness.prompts import Template, build_channel_prompts, content_free_prompt, domain_premise_prompt, is_channel
-from harness.records import RunRecord
-from harness.retrieval import RetrievalIndex, nearest_neighbours, tokenize
+from harness.runs.records import RunRecord
 
 POOL = [
     Example("p0", {"text": "the cat sat on the mat"}, "neg"),
@@ -35,7 +41,7 @@ LABELS = ["neg", "pos"]
 
 
 def _template(example: str) -> Template:
-    from harness.expressions import ENVIRONMENT
+    from harness.inputs.expressions import ENVIRONMENT
 
     return Template(name="t", description="", instruction=None, example=ENVIRONMENT.from_string(example),
                     separator="\n\n", verbalizers={"neg": "bad", "pos": "good"})

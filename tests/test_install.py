@@ -1,4 +1,5 @@
-"""Installed as a wheel, not from the checkout: the built-in tasks, templates and configs travel inside it."""
+"""Installed as a wheel, not from the checkout: the built-in plugins (the repository's top-level tasks/, prompts/ and
+groups/) and the configs travel inside it, and the installed harness finds them from any directory."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ def test_the_wheel_carries_tasks_templates_and_configs_and_runs_from_anywhere(tm
                             "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(source)],
                            capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
-    [wheel] = (tmp_path / "dist").glob("harness-*.whl")
+    [wheel] = (tmp_path / "dist").glob("icl_harness-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped_tasks = {Path(n).stem for n in names if n.startswith("harness/builtin/tasks/")}
-    assert shipped_tasks == {p.stem for p in (REPO / "harness" / "builtin" / "tasks").glob("*.yaml")}
-    assert {n for n in names if n.startswith("harness/builtin/prompts/")} == {
-        str(p.relative_to(REPO)) for p in (REPO / "harness" / "builtin" / "prompts").rglob("*.yaml")}
+    for folder in ("tasks", "prompts", "groups"):  # the root's plugins, every file, in the package's plugins/
+        shipped = {n.removeprefix("harness/plugins/") for n in names if n.startswith(f"harness/plugins/{folder}/")}
+        assert shipped == {str(p.relative_to(REPO)) for p in (REPO / folder).rglob("*.yaml")}, folder
+        assert shipped
     assert "harness/conf/config.yaml" in names and "harness/conf/model/smollm2-135m.yaml" in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "harness = harness.__main__:entry" in entry_points
@@ -50,4 +51,4 @@ def test_the_wheel_carries_tasks_templates_and_configs_and_runs_from_anywhere(tm
                           env=env, cwd=elsewhere, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert len(list((elsewhere / "results").glob("sst2__tiny-gpt2__icl__0shot__seed1__*/metrics.json"))) == 1
-    assert os.access(site / "harness" / "builtin" / "prompts" / "sst2" / "review.yaml", os.R_OK)
+    assert os.access(site / "harness" / "plugins" / "prompts" / "sst2" / "review.yaml", os.R_OK)

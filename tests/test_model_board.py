@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_report import in_headless_browser, report, write_run
 
-from harness.registry import TaskGroup
+from harness.inputs.registry import TaskGroup
 from harness.report.board import main_metrics, model_boards
 from harness.report.load import load_predictions, load_records
 from harness.report.stats import separable_ranks

@@ -16,15 +16,15 @@ from omegaconf import OmegaConf
 
 from conftest import run_in_process
 from harness.config import ModelConfig, TaskKind
-from harness.data import Example, _to_examples, load_split
-from harness.demos import demonstrations_per_example
+from harness.engine.hf.backend import load_language_model
+from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError
-from harness.execute import Predicted, measure
-from harness.models import load_language_model
-from harness.multiple_choice import choose, score_choices
-from harness.prompts import build_partial_prompts, build_prompt, gold_sequence, load_template
-from harness.registry import load_task_node, task_files
-from harness.scoring import ScoringStats
+from harness.inputs.data import Example, _to_examples, load_split
+from harness.inputs.demos import demonstrations_per_example
+from harness.inputs.prompts import build_partial_prompts, build_prompt, gold_sequence, load_template
+from harness.inputs.registry import load_task_node, task_files
+from harness.kinds.multiple_choice import choose, score_choices
+from harness.runs.execute import Predicted, measure
 
 
 def _task(name: str, **overrides):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from harness.data import Example, load_split
 from harness.errors import HarnessError
-from harness.prompts import build_prompt, load_template
-from harness.registry import load_task_node, task_files
+from harness.inputs.data import Example, load_split
+from harness.inputs.prompts import build_prompt, load_template
+from harness.inputs.registry import load_task_node, task_files
 
 
 def _task(name: str):
@@ -70,7 +70,7 @@ def test_templates_render_in_a_sandbox(harness_env: dict) -> None:
 @pytest.mark.parametrize("task_name", ["sentiment", "sst2", "agnews", "trec"])
 def test_every_builtin_template_loads(task_name: str) -> None:
     task = _task(task_name)
-    from harness.registry import template_files
+    from harness.inputs.registry import template_files
 
     names = list(template_files(task_name))
     assert task.default_template in names and len(names) >= 2
@@ -118,7 +118,7 @@ def test_label_words_pick_an_alternative_verbalizer_set(harness_env: dict, tmp_p
 
 def test_train_seed_is_for_fine_tuning_only() -> None:
     from conftest import compose
-    from harness.plan import check_settings
+    from harness.runs.plan import check_settings
 
     with pytest.raises(HarnessError, match="train_seed applies to fine-tuning methods"):
         check_settings(compose("train_seed=2"))

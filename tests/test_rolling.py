@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, run_cli
-from harness.rolling import rolling_windows
+from harness.engine.rolling import rolling_windows
 
 DOCUMENTS = [
     "a joyful film and a fine plot, the acting was very good. It was great. A great one.",
@@ -56,8 +56,8 @@ def _reference_loglikelihood(lm, ids: list[int]) -> float:
 
 @pytest.mark.parametrize("window", [None, 12])
 def test_documents_score_as_plain_forward_passes(tiny_llama_dir: Path, window: int | None) -> None:
-    from harness.models import load_language_model
-    from harness.rolling import score_documents
+    from harness.engine.hf.backend import load_language_model
+    from harness.engine.rolling import score_documents
 
     overrides = [f"model={tiny_llama_dir}"] + ([f"model.max_length={window}"] if window else [])
     lm = load_language_model(compose(*overrides).model, "cpu")
@@ -152,9 +152,9 @@ WIKITEXT_PAGE = (
 
 
 def test_the_wikitext_template_is_lmeval_detokenizer_and_counts_the_raw_page(harness_env: dict) -> None:
-    from harness.data import _to_examples
-    from harness.metrics import count_words
-    from harness.prompts import load_template
+    from harness.inputs.data import _to_examples
+    from harness.inputs.prompts import load_template
+    from harness.metrics.functions import count_words
 
     task = compose("task=wikitext").task
     [example] = _to_examples(task, task.hub, "test", [{"page": WIKITEXT_PAGE}])  # the hub dataset's row

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from harness.config import ModelConfig
-from harness.models import LanguageModel, load_language_model
-from harness.prompts import Prompt
-from harness.requests import ScoringRequest, build_requests
-from harness.scoring import score_requests
+from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.request import ScoringRequest, build_requests
+from harness.engine.scoring import score_requests
+from harness.inputs.prompts import Prompt
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "gemma3"])
@@ -127,7 +127,7 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
 
 
 def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: LanguageModel, monkeypatch) -> None:
-    import harness.scoring as scoring
+    import harness.engine.scoring as scoring
 
     prompts = [_prompt(f"q{i}", q, demos=("a delight",)) for i, q in enumerate(["dull", "warm", "fine", "ok", "bad"])]
     requests = build_requests(prompts, lm)

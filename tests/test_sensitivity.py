@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from harness.cli.sensitivity import orders, parse_arguments
 from harness.errors import HarnessError
-from harness.records import Inputs, run_key
-from harness.sensitivity import orders, parse_arguments
-from harness.study import Source, Study
+from harness.runs.records import Inputs, run_key
+from harness.runs.study import Source, Study
 
 
 def _records(output: Path) -> dict[str, int]:
@@ -127,7 +127,7 @@ def test_new_settings_at_their_default_leave_run_keys_unchanged() -> None:
 
 
 def test_sources_have_phrases() -> None:
-    from harness.study import PHRASES
+    from harness.runs.study import PHRASES
 
     assert set(PHRASES) == {source.value for source in Source} - {"calibration"}
 

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from conftest import SHARED
 from harness.config import TaskConfig
-from harness.data import Example, load_split
-from harness.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template
-from harness.registry import BUILTIN_ROOT, load_task_node
+from harness.inputs.data import Example, load_split
+from harness.inputs.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template
+from harness.inputs.registry import BUILTIN_ROOT, load_task_node
 
 SHARED_DATA = SHARED / "data"
 # the classification tasks (multiple-choice ones: tests/test_multiple_choice.py)
@@ -244,8 +244,8 @@ def test_one_shot_prompt_renders_exactly(task_name: str, template_name: str) -> 
 def test_task_composes_and_names_its_sources(task_name: str) -> None:
     from hydra import compose, initialize_config_dir
 
-    from harness.cli import CONFIG_DIR
-    from harness.registry import register_configs
+    from harness.cli.run import CONFIG_DIR
+    from harness.inputs.registry import register_configs
 
     task = _task(task_name)
     assert task.name == task_name and task.description and len(task.labels) >= 2

@@ -23,7 +23,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from harness.registry import TaskGroup
+from harness.inputs.registry import TaskGroup
 from harness.report.stats import (
     ABSENT,
     BOOTSTRAP_RESAMPLES,

@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.lmeval_results import is_imported, iter_imports, load_samples
-from harness.records import (
+from harness.inputs.safeyaml import read_yaml_file
+from harness.runs.lmeval_export import is_imported, iter_imports, load_samples
+from harness.runs.records import (
     CONFIG_FILE,
     HASH_EXCLUDED,
     PREDICTIONS_FILE,
@@ -29,7 +30,6 @@ from harness.records import (
     RunRecord,
     read_run,
 )
-from harness.safeyaml import read_yaml_file
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")

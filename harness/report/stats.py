@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.metrics import MEANS
+from harness.metrics.functions import MEANS
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same records always give the same interval
@@ -56,7 +56,7 @@ def discordant_counts(gold: np.ndarray, icl: np.ndarray, finetuned: np.ndarray) 
 def weighted_metric(metric: str, weights: np.ndarray, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """`metric` of one run for each row of `weights` (how often each item is drawn; 0 leaves it out).
 
-    Macro-F1 is computed as harness/metrics.py does: the mean F1 over the labels that occur in the
+    Macro-F1 is computed as harness/metrics/functions.py does: the mean F1 over the labels that occur in the
     drawn references or predictions.
     """
     present = gold != ABSENT

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.metrics import LOWER_IS_BETTER, NO_LABEL
-from harness.registry import TaskGroup
+from harness.inputs.registry import TaskGroup
+from harness.metrics.functions import LOWER_IS_BETTER, NO_LABEL
 from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
 from harness.report.stats import ABSENT, break_even_queries, discordant_counts, mcnemar, paired_bootstrap, win_rates
 
-# what metric= chooses: classification, multiple choice (harness/multiple_choice.py), short answers (GSM8K's two
+# what metric= chooses: classification, multiple choice (harness/kinds/multiple_choice.py), short answers (GSM8K's two
 # extractions: the names its filters get), then the perplexity tasks' (lower is better: metrics.LOWER_IS_BETTER)
 METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "exact_match_strict",
            "exact_match_flexible", "word_perplexity", "byte_perplexity", "bits_per_byte")

@@ -1,0 +1,71 @@
+"""Prompts -> scoring requests: token ids, with the context-window policy applied.
+
+Policy when a prompt does not fit the model's context window: drop demonstrations, oldest
+(farthest from the query) first, until context + longest continuation fits; the number
+dropped is recorded per example. A test input that does not fit even with no
+demonstrations is an error: it is never cut silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from harness.engine.hf.backend import LanguageModel
+from harness.errors import HarnessError
+from harness.inputs.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """Everything needed to score every label of one test example."""
+
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[tuple[int, ...], ...]  # per label
+    demo_ids: tuple[str, ...]  # the demonstrations actually in the context
+    dropped_demos: int
+    instruction: str = ""  # the text before the demonstrations (MMLU's names the subject)
+    # options scored after the model's prefix token alone (acc_mutual_info, harness/kinds/multiple_choice.py)
+    unconditional: bool = False
+
+    @property
+    def prefix_group(self) -> tuple[object, ...]:
+        """Requests with the same instruction and demonstrations share a prefix, computed once (harness/engine/scoring.py).
+        Unconditional requests form a group of their own, so they never shorten the prefix of 0-shot items."""
+        return (self.unconditional, self.instruction, *self.demo_ids)
+
+
+def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:
+    """Token ids of every prompt; the context leaves room for the longest continuation and for
+    `answer_tokens` (the generation scorer's new tokens)."""
+    if not prompts:
+        return []
+    continuation_cache: dict[str, tuple[int, ...]] = {}
+    contexts = lm.encode([prompt.context() for prompt in prompts], is_context=True)
+    requests = []
+    for prompt, context_ids in zip(prompts, contexts):
+        continuations = []
+        for text in prompt.continuations:
+            if text not in continuation_cache:
+                continuation_cache[text] = tuple(lm.encode(text, is_context=False))
+            continuations.append(continuation_cache[text])
+        longest = max(answer_tokens, *(len(ids) for ids in continuations))
+        dropped = 0
+        while len(context_ids) + longest > lm.token_window:
+            dropped += 1
+            if dropped > len(prompt.demonstrations):
+                raise HarnessError(
+                    f"example {prompt.example_id} needs {len(context_ids) + longest} tokens without demonstrations, "
+                    f"more than the context window of {lm.name} ({lm.token_window})"
+                )
+            context_ids = lm.encode(prompt.context(dropped), is_context=True)
+        requests.append(
+            ScoringRequest(
+                context_ids=tuple(context_ids),
+                continuation_ids=tuple(continuations),
+                demo_ids=prompt.demo_ids[dropped:],
+                dropped_demos=dropped,
+                instruction=prompt.instruction,
+            )
+        )
+    return requests
