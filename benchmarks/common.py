@@ -37,7 +37,7 @@ def ensure_model(name: str = MODEL) -> Path:
     from omegaconf import OmegaConf
 
     from harness.config import ModelConfig
-    from harness.engine.hf.backend import load_language_model
+    from harness.engine.hf.loading import load_backend
     from harness.inputs.registry import MODEL_CONFIG_DIR
     from harness.sources.cache import model_entry
 
@@ -45,5 +45,5 @@ def ensure_model(name: str = MODEL) -> Path:
     if not (model_dir / "config.json").exists():
         schema = OmegaConf.structured(ModelConfig)
         config = OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(MODEL_CONFIG_DIR / f"{name}.yaml")))
-        load_language_model(config, "cpu")
+        load_backend(config, "cpu")
     return model_dir

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import compose  # noqa: E402  (the CLI's config composition, in this process)
-from harness.engine.hf.backend import load_language_model  # noqa: E402
+
+from harness.engine.hf.loading import load_backend  # noqa: E402
 from harness.engine.request import build_requests  # noqa: E402
 from harness.engine.scoring import score_requests  # noqa: E402
 from harness.inputs.prompts import build_prompt  # noqa: E402
@@ -46,8 +47,8 @@ def main() -> None:
                      "demos=first_n", "output_dir=/tmp/exactness")
     plan = plan_run(config)
     selection = choose_inputs(plan)
-    lm = load_language_model(config.model, "cpu")
-    prompts = [build_prompt(plan.template, shown, example) for shown, example in zip(selection.shown, selection.examples)]
+    lm = load_backend(config.model, "cpu")
+    prompts = [build_prompt(plan.template, shown, example) for shown, example in zip(selection.demonstrations, selection.examples)]
     requests = build_requests(prompts, lm)
     lengths = [len(request.context_ids) for request in requests]
     print(f"{args.model}: sliding window {lm.sliding_window}; {len(requests)} prompts of {min(lengths)}-{max(lengths)} "

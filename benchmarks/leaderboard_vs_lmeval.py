@@ -230,7 +230,7 @@ def harness_prompts(task: str, shots: int, limit: int | None) -> list[list[tuple
     plan = plan_run(compose(*harness_overrides(task, shots, limit)))
     selection = choose_inputs(plan)
     items = []
-    for demos, example in zip(selection.shown, plan.examples):
+    for demos, example in zip(selection.demonstrations, plan.examples):
         if plan.template.continuation is not None:
             prompts = build_partial_prompts(plan.template, demos, example)
             items.append([(p.context(), p.continuations[0]) for p in prompts])

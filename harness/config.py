@@ -185,6 +185,7 @@ class TaskConfig:
 class ModelConfig:
     name: str = MISSING  # short name used in run directories and tables
     path: str = MISSING  # hub id or local directory
+    backend: str = "hf"  # what runs the model: a registered backend (harness/engine/backend.py)
     revision: Optional[str] = None
     gguf_asset: Optional[str] = None  # packaged GGUF (harness/sources/assets.py), converted once to safetensors
     dtype: Dtype = Dtype.auto

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, read_record, run_cli, run_in_process
+from helpers import compose, read_record, run_cli, run_in_process
 
 
 def _run(tmp_path: Path, env: dict, model: Path, *overrides: str, output: str = "out"):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_in_process
 from harness.config import ModelConfig
-from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.hf.backend import HFBackend
+from harness.engine.hf.loading import load_backend
 from harness.engine.request import ScoringRequest
 from harness.engine.scoring import score_requests
 from harness.errors import HarnessError
@@ -22,6 +22,7 @@ from harness.inputs.data import _to_examples, load_split
 from harness.inputs.prompts import build_prompt, load_template
 from harness.inputs.registry import load_task_node, task_files
 from harness.metrics.functions import cloze_metrics
+from helpers import run_in_process
 
 
 def _task(name: str):
@@ -48,7 +49,7 @@ def test_lambada_prompt_is_lm_evaluation_harness_split_at_the_last_space() -> No
     assert plain.context() == 'The end of the story\n\nHe said "wait."  Then she left the'
 
 
-def _greedy_tokens(lm: LanguageModel, context: list[int], steps: int) -> list[int]:
+def _greedy_tokens(lm: HFBackend, context: list[int], steps: int) -> list[int]:
     ids = list(context)
     with torch.no_grad():
         for _ in range(steps):
@@ -63,7 +64,7 @@ def test_greedy_flag_equals_a_full_recompute(architecture: str, tiny_model_dir: 
     between targets; the same flags whatever the batch size and with or without the prefix cache (Gemma 3:
     contexts longer than its sliding window)."""
     model_dir = {"gpt2": tiny_model_dir, "llama": tiny_llama_dir, "gemma3": tiny_gemma3_dir}[architecture]
-    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     vocabulary = lm.model.config.vocab_size
     requests, expected = [], []
     for text in ["The film was", "A cat sat on the mat and then", "Rain", "The team won the match because they"]:
@@ -119,7 +120,7 @@ def test_a_cloze_run_end_to_end(cloze_root: Path, monkeypatch, tmp_path: Path, t
                             f"output_dir={tmp_path}")
     rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["target"] for row in rows] == ["mat", "acting", "match", "it", "today"]
-    lm = load_language_model(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
     for row, expected_demo in zip(rows, ["test-1"] + ["test-0"] * 4):  # first_n, never the item itself
         assert row["demo_ids"] == [expected_demo]
         assert (row["prediction"] == "1") == row["greedy"]

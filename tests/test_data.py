@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import SHARED
 from harness.errors import HarnessError
 from harness.inputs.data import load_split
 from harness.inputs.registry import load_task_node, task_files
+from helpers import SHARED
 
 
 def _task(name: str, **overrides):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli, run_in_process
 from harness.errors import HarnessError
 from harness.inputs.expressions import ENVIRONMENT, compile_expression
 from harness.runs.records import RecordError, read_run
+from helpers import read_record, run_cli, run_in_process
 
 BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
                for previous, name in zip("abcdefgh", "bcdefghi"))
@@ -345,9 +345,8 @@ def test_answer_patterns_are_time_bounded() -> None:
 # --- 5. every report format escapes what came from files --------------------------------------------------------
 
 def test_markdown_latex_and_csv_reports_escape_names_from_files(tmp_path: Path) -> None:
-    from test_report import write_run
-
     from harness.__main__ import main
+    from helpers import write_run
 
     hostile = '<img src=x onerror="alert(1)">'
     write_run(tmp_path, correct={1, 2}, model=hostile, template="<script>alert(2)</script>")

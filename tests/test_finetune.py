@@ -9,15 +9,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import read_record, run_in_process
 from harness.config import MethodConfig, ModelConfig
-from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.hf.backend import HFBackend
+from harness.engine.hf.loading import load_backend
 from harness.engine.request import build_requests
 from harness.engine.scoring import score_requests
 from harness.finetune.train import finetune, load_trained
 from harness.inputs.data import load_split
 from harness.inputs.prompts import build_prompt, load_template
 from harness.inputs.registry import load_task_node, task_files
+from helpers import read_record, run_in_process
 
 HIGH_RATES = {"lora": 2e-2, "ia3": 1e-1, "prompt_tuning": 1e-1, "bitfit": 2e-2, "full": 3e-3}
 
@@ -25,11 +26,11 @@ HIGH_RATES = {"lora": 2e-2, "ia3": 1e-1, "prompt_tuning": 1e-1, "bitfit": 2e-2, 
 def _setup(model_dir: Path):
     task = OmegaConf.to_object(load_task_node(task_files()["toy"]))
     template = load_template(task, "plain")
-    lm = load_language_model(ModelConfig(name=model_dir.name, path=str(model_dir)), "cpu")
+    lm = load_backend(ModelConfig(name=model_dir.name, path=str(model_dir)), "cpu")
     return task, template, lm, load_split(task, "train"), load_split(task, "test")
 
 
-def _scores(lm: LanguageModel, template, examples) -> list[float]:
+def _scores(lm: HFBackend, template, examples) -> list[float]:
     """Every label's log-prob for every example, flattened."""
     requests = build_requests([build_prompt(template, [], e) for e in examples], lm)
     scores, _ = score_requests(lm, requests, batch_size=4, progress=False)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_record, run_cli
 from harness.config import ModelConfig
 from harness.engine.generation import cut_at_stop, generate_texts, parse_label
-from harness.engine.hf.backend import load_language_model
+from harness.engine.hf.loading import load_backend
 from harness.engine.request import ScoringRequest
+from helpers import read_record, run_cli
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -58,7 +58,7 @@ def _greedy_alone(lm, context: tuple[int, ...], steps: int, soft_prompt: torch.T
 def _lively(model_dir: Path):
     """The tiny model with weights ten times the usual scale: at the usual 0.02 its greedy output mostly repeats the
     last token whatever came before, which would hide a row reading the wrong keys."""
-    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in lm.model.parameters():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose, run_cli, run_in_process, write_llama_gguf
 from harness.errors import HarnessError
 from harness.runs.records import Inputs, run_key
 from harness.sources.assets import ASSETS, Asset, JoinedFile, WheelAsset, asset_path
 from harness.sources.cache import cache_dir, read_manifest, sha256_file
+from helpers import compose, run_cli, run_in_process, write_llama_gguf
 
 
 def _rows(run_dir: Path) -> list[dict]:

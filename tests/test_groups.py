@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_cli
 from harness.cli.run import _expand_groups
 from harness.errors import HarnessError
 from harness.inputs.registry import TaskGroup, load_group
 from harness.report import tables
+from helpers import run_cli
 
 
 def test_the_leaderboard_group_names_each_benchmark_and_its_leaderboard_metric() -> None:

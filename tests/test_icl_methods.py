@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_record, run_cli, run_in_process
 from harness.errors import HarnessError
 from harness.inputs.data import Example
 from harness.inputs.demos import demonstrations_per_example, reorder, select_demonstrations
@@ -29,6 +28,7 @@ from harness.kinds.calibration import (
     pmi_scores,
 )
 from harness.runs.records import RunRecord
+from helpers import read_record, run_cli, run_in_process
 
 POOL = [
     Example("p0", {"text": "the cat sat on the mat"}, "neg"),
@@ -236,7 +236,7 @@ def test_contextual_calibration_run_with_retrieved_demonstrations(tmp_path: Path
 
 
 def _train_texts() -> list[str]:
-    from conftest import NEGATIVE, POSITIVE
+    from helpers import NEGATIVE, POSITIVE
 
     return POSITIVE[:6] + NEGATIVE[:6]
 

@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_the_wheel_carries_tasks_templates_and_configs_and_runs_from_anywhere(tmp_path: Path, harness_env: dict,

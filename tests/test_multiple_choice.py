@@ -14,9 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_in_process
 from harness.config import ModelConfig, TaskKind
-from harness.engine.hf.backend import load_language_model
+from harness.engine.hf.loading import load_backend
 from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError
 from harness.inputs.data import Example, _to_examples, load_split
@@ -25,6 +24,7 @@ from harness.inputs.prompts import build_partial_prompts, build_prompt, gold_seq
 from harness.inputs.registry import load_task_node, task_files
 from harness.kinds.multiple_choice import choose, score_choices
 from harness.runs.execute import Predicted, measure
+from helpers import run_in_process
 
 
 def _task(name: str, **overrides):
@@ -204,35 +204,6 @@ def test_demonstrations_come_from_the_items_subject() -> None:
 
 # --- scoring on the tiny models ---------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A HARNESS_PATH root with a toy multiple-choice task: options of several tokens, a subject per item."""
-    root = tmp_path_factory.mktemp("mcroot")
-    rows = [{"id": f"q{i}", "question": q, "options": options, "answer": answer, "topic": topic}
-            for i, (q, options, answer, topic) in enumerate([
-                ("What is warm and funny?", ["a delight", "a dull mess", "a waste of time"], 0, "film"),
-                ("Which is boring?", ["brilliant work", "boring and too long"], 1, "film"),
-                ("The team _ the football match.", ["won", "lost badly", "cheered"], 0, "sport"),
-                ("Fans _ the team.", ["cheered", "hated"], 0, "sport"),
-                ("A cat and a dog _ .", ["played", "flat acting", "moving"], 0, "pets"),
-                ("I _ every minute.", ["loved", "hated it"], 0, "film")])]
-    (root / "data").mkdir()
-    (root / "data" / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (root / "tasks").mkdir()
-    (root / "tasks" / "toymc.yaml").write_text(
-        "name: toymc\nkind: choice\nfields: [question, topic]\ndemo_split: test\neval_split: test\n"
-        "default_template: qa\nmetrics: [acc, acc_norm, acc_bytes]\nmetrics_by: topic\n"
-        f"data_dir: {root / 'data'}\n"
-        "files:\n  splits: {test: items.jsonl}\n  columns: {choices: options, gold: answer}\n")
-    prompts = root / "prompts" / "toymc"
-    prompts.mkdir(parents=True)
-    (prompts / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
-    (prompts / "blank.yaml").write_text(
-        "example: \"{{ question[:question.index('_')] }}{{ answer }}\"\n"
-        "continuation: \" {{ question[question.index('_') + 1:].strip() }}\"\n")
-    return root
-
-
 def _reference(lm, context: str, continuation: str) -> float:
     context_ids = lm.tokenizer(context)["input_ids"]
     continuation_ids = lm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -243,9 +214,9 @@ def _reference(lm, context: str, continuation: str) -> float:
 
 @pytest.mark.parametrize("architecture", ["llama", "gemma3"])
 @pytest.mark.parametrize("template_name", ["qa", "blank"])
-def test_option_scores_equal_a_full_recompute(template_name: str, architecture: str, mc_root: Path, monkeypatch,
+def test_option_scores_equal_a_full_recompute(template_name: str, architecture: str, mc_task_root: Path, monkeypatch,
                                               tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> None:
-    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    monkeypatch.setenv("HARNESS_PATH", str(mc_task_root))
     task = _task("toymc")
     items = load_split(task, "test")
     if template_name == "blank":
@@ -253,7 +224,7 @@ def test_option_scores_equal_a_full_recompute(template_name: str, architecture: 
     template = load_template(task, template_name)
     demos = [[items[-1]] if item is not items[-1] else [items[0]] for item in items]
     model_dir = tiny_llama_dir if architecture == "llama" else tiny_gemma3_dir
-    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False)
     for item, shown, scores in zip(items, demos, result.loglikelihoods):
         if template_name == "blank":  # partial scoring: the same continuation after each option
@@ -267,15 +238,15 @@ def test_option_scores_equal_a_full_recompute(template_name: str, architecture: 
 
 @pytest.mark.parametrize("architecture", ["llama", "gemma3"])
 def test_mutual_information_subtracts_each_options_log_likelihood_without_context(
-        architecture: str, mc_root: Path, monkeypatch, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> None:
-    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+        architecture: str, mc_task_root: Path, monkeypatch, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> None:
+    monkeypatch.setenv("HARNESS_PATH", str(mc_task_root))
     task = _task("toymc")
     items = load_split(task, "test")
     items.append(replace(items[1], id="again", fields={**items[1].fields, "question": "Which is dull?"}))
     template = load_template(task, "qa")
     demos = [[] for _ in items]  # 0 shots: the items' prefix group is the one unconditional requests would join
     model_dir = tiny_llama_dir if architecture == "llama" else tiny_gemma3_dir
-    lm = load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
     plain = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False)
     requests = []
     result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False,
@@ -303,9 +274,9 @@ def _reference_ids(lm, context_ids: list[int], continuation_ids: list[int]) -> f
     return sum(logprobs[len(context_ids) - 1 + i, token].item() for i, token in enumerate(continuation_ids))
 
 
-def test_acc_mutual_info_in_a_run(mc_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,
+def test_acc_mutual_info_in_a_run(mc_task_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,
                                   harness_env: dict) -> None:
-    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    monkeypatch.setenv("HARNESS_PATH", str(mc_task_root))
     metrics = "task.metrics=[acc,acc_norm,acc_mutual_info]"
     result = run_in_process("task=toymc", metrics, f"model={tiny_model_dir}", "shots=1", "demos=first_n",
                             f"output_dir={tmp_path}")
@@ -330,9 +301,9 @@ def test_choice_metrics_on_a_classification_task_are_refused(tmp_path: Path, tin
                        f"model={tiny_model_dir}", f"output_dir={tmp_path}")
 
 
-def test_a_multiple_choice_run_end_to_end(mc_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,
+def test_a_multiple_choice_run_end_to_end(mc_task_root: Path, monkeypatch, tmp_path: Path, tiny_model_dir: Path,
                                           harness_env: dict) -> None:
-    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    monkeypatch.setenv("HARNESS_PATH", str(mc_task_root))
     result = run_in_process("task=toymc", f"model={tiny_model_dir}", "shots=2", "demos=first_n",
                             f"output_dir={tmp_path}")
     record = result.record
@@ -350,9 +321,9 @@ def test_a_multiple_choice_run_end_to_end(mc_root: Path, monkeypatch, tmp_path: 
 
 
 @pytest.mark.parametrize("template_name", ["qa", "blank"])
-def test_fine_tuning_learns_the_right_option(template_name: str, mc_root: Path, monkeypatch, tmp_path: Path,
+def test_fine_tuning_learns_the_right_option(template_name: str, mc_task_root: Path, monkeypatch, tmp_path: Path,
                                              tiny_model_dir: Path, harness_env: dict) -> None:
-    monkeypatch.setenv("HARNESS_PATH", str(mc_root))
+    monkeypatch.setenv("HARNESS_PATH", str(mc_task_root))
     task = _task("toymc")
     item = load_split(task, "test")[2]
     template = load_template(task, template_name)

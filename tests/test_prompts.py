@@ -117,8 +117,8 @@ def test_label_words_pick_an_alternative_verbalizer_set(harness_env: dict, tmp_p
 
 
 def test_train_seed_is_for_fine_tuning_only() -> None:
-    from conftest import compose
     from harness.runs.plan import check_settings
+    from helpers import compose
 
     with pytest.raises(HarnessError, match="train_seed applies to fine-tuning methods"):
         check_settings(compose("train_seed=2"))

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli, run_in_process, write_long_task
 from harness.errors import HarnessError, RunInterrupted
 from harness.sources.cache import (
     PARTIAL_PREFIX,
@@ -30,6 +29,7 @@ from harness.sources.cache import (
     sweep_partials,
     write_manifest,
 )
+from helpers import read_record, run_cli, run_in_process, write_long_task
 
 
 def _run_dirs(output: Path) -> list[Path]:
@@ -110,12 +110,12 @@ def test_a_run_stopped_midway_continues_where_it_stopped(how: str, tmp_path: Pat
 
 def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, harness_env: dict,
                                                                 tiny_model_dir: Path, monkeypatch) -> None:
-    import harness.engine.scoring as scoring
+    import harness.engine.hf.backend as hf_backend
 
     settings = [f"model={tiny_model_dir}", "task=toy", "method=lora", "shots=4", "method.steps=3",
                 "method.save_weights=false", "batch_size=1"]
     reference = run_in_process(*settings, f"output_dir={tmp_path / 'reference'}")
-    real_score_batch, calls = scoring._score_batch, []
+    real_score_batch, calls = hf_backend.score_batch, []
 
     def interrupted_on_the_third_batch(*args):
         calls.append(1)
@@ -123,10 +123,10 @@ def test_fine_tuning_interrupted_while_scoring_does_not_retrain(tmp_path: Path, 
             raise KeyboardInterrupt
         return real_score_batch(*args)
 
-    monkeypatch.setattr(scoring, "_score_batch", interrupted_on_the_third_batch)
+    monkeypatch.setattr(hf_backend, "score_batch", interrupted_on_the_third_batch)
     with pytest.raises(RunInterrupted, match=r"interrupted at 2/4 examples"):
         run_in_process(*settings, f"output_dir={tmp_path / 'stopped'}")
-    monkeypatch.setattr(scoring, "_score_batch", real_score_batch)
+    monkeypatch.setattr(hf_backend, "score_batch", real_score_batch)
     import harness.runs.execute as execute
 
     monkeypatch.setattr(execute, "finetune", lambda *args, **kwargs: pytest.fail("trained again"))
@@ -420,10 +420,10 @@ def test_a_cache_that_cannot_be_written_is_one_line(kind: str, tmp_path: Path, h
 
 def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path: Path, harness_env: dict,
                                                                            tiny_model_dir: Path, monkeypatch) -> None:
-    import harness.runs.execute as execute
+    import harness.engine.hf.loading as loading
 
     (tmp_path / "a-file").write_text("")
-    monkeypatch.setattr(execute, "load_language_model", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(HarnessError, match=r"cannot write the run record to .*a-file/out/toy__.* \(Not a directory\); set output_dir"):
         run_in_process("task=toy", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'a-file' / 'out'}")
 

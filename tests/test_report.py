@@ -7,20 +7,14 @@ seeds LoRA shares with ICL, ICL alone is right on 3 items and LoRA alone on 9 (s
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from harness.__main__ import main
 from harness.report.stats import (
     break_even_queries,
     discordant_counts,
@@ -29,50 +23,7 @@ from harness.report.stats import (
     weighted_metric,
     win_rates,
 )
-from harness.runs.records import Cost, Inputs, RunRecord, TrainingRecord, jsonl_text, run_dir_name, run_key, sha256_text
-
-ITEMS = [f"i{n}" for n in range(10)]
-GOLD = ["neg" if n % 2 == 0 else "pos" for n in range(10)]
-
-
-def write_run(results: Path, *, method: str = "icl", shots: int = 4, seed: int = 1, correct: set[int],
-              task: str = "toy", model: str = "m", template: str = "plain", macro_f1: float | None = None,
-              tokens: float = 200.0, training: dict | None = None, config: dict | None = None,
-              calibration: str = "none", ece: float | None = None, uncalibrated: dict | None = None,
-              inputs: dict | None = None, stderr: dict | None = None, cost: dict | None = None,
-              metric: str = "accuracy") -> Path:
-    """A run record as harness.runs.run writes it: config.yaml, predictions.jsonl, metrics.json (a RunRecord)."""
-    settings = {"task": {"name": task}, "model": {"name": model, "path": f"/models/{model}"},
-                "method": {"name": method, "save_weights": True}, "template": None, "shots": shots, "seed": seed,
-                "demos": "random", "output_dir": str(results), "batch_size": 8, **(config or {})}
-    hashes = Inputs(**{"task_file": "t", "template_file": template, "eval_data": "e", "demo_data": "d",
-                       "model": model, **(inputs or {})})
-    key = run_key(settings, hashes)
-    run_dir = results / run_dir_name(settings, key)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
-    flip = {"neg": "pos", "pos": "neg"}
-    rows = [{"id": item, "gold": gold, "prediction": gold if n in correct else flip[gold], "demo_ids": [],
-             "dropped_demos": 0} for n, (item, gold) in enumerate(zip(ITEMS, GOLD))]
-    predictions = jsonl_text(rows)
-    (run_dir / "predictions.jsonl").write_text(predictions)
-    metrics = ({"accuracy": len(correct) / 10, "macro_f1": macro_f1 or len(correct) / 10} if metric == "accuracy"
-               else {metric: len(correct) / 10})  # a multiple-choice task's acc
-    record = RunRecord(
-        task=task, model=model, method=method, template=template, shots=shots, seed=seed, scorer="rank",
-        calibration=calibration, demos=settings["demos"], run_key=key, inputs=hashes, n=10,
-        metrics=metrics | ({"ece": ece} if ece is not None else {}), stderr=stderr or {}, by=None,
-        uncalibrated=uncalibrated,
-        demo_ids=[],
-        train_ids=[], examples_with_dropped_demos=0, predictions_sha256=sha256_text(predictions),
-        cost=Cost(**{"wall_time_s": 1.0, "scoring_time_s": 0.5, "tokens_scored": 100, "tokens_forwarded": 100,
-                     "tokens_scored_per_s": 200.0, "inference_tokens_per_example": tokens, "examples_resumed": 0,
-                     **(cost or {})}),
-        training=TrainingRecord(**training) if training else None, calibration_scores=None, environment={},
-    )
-    (run_dir / "metrics.json").write_text(record.to_json())
-    return run_dir
-
+from helpers import in_headless_browser, report, write_run
 
 LORA_TRAINING = {"trainable_parameters": 100, "total_parameters": 1_000_000, "steps": 2, "examples_seen": 8,
                  "tokens_seen": 100, "train_time_s": 3.0, "peak_memory_mb": 1.0, "train_flops": 1.8e9, "losses": [1.0]}
@@ -91,12 +42,6 @@ def results(tmp_path: Path) -> Path:
                   training=LORA_TRAINING if method == "lora" else None, macro_f1=0.1 * seed)
     (root / ".multirun" / "2024-01-01_00-00-00" / "0").mkdir(parents=True)  # Hydra's bookkeeping: skipped
     return root
-
-
-def report(capsys: pytest.CaptureFixture, *arguments: str) -> tuple[int, str, str]:
-    code = main(["report", *map(str, arguments)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_summary_means_stds_medians_iqr_by_hand(results: Path, capsys: pytest.CaptureFixture) -> None:
@@ -339,7 +284,6 @@ def test_unwritable_report_directory_is_one_line(results: Path, capsys: pytest.C
     assert code == 2 and err.startswith("error: cannot write the report to /proc/harness-report (") and err.count("\n") == 1
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # Run in the page after load: sort the first table by accuracy (descending: two clicks), then write what
 # the page shows into the DOM, which --dump-dom prints.
 CHECK_SCRIPT = """
@@ -361,22 +305,6 @@ window.addEventListener("load", () => {
 });
 </script>
 """
-
-
-def in_headless_browser(page: str, script: str, tmp_path: Path) -> dict:
-    """Load the report page with `script` added in headless Chromium; what the script wrote into #browser-check.
-    Skips where no browser is installed."""
-    browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
-    if browser is None:
-        pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", script + "</body>"))
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--dump-dom", probe.as_uri()], check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = re.search(r'<pre id="browser-check">(.*?)</pre>', done.stdout)
-    assert found, done.stdout[-2000:]
-    return json.loads(found.group(1).replace("&quot;", '"'))
 
 
 def test_html_page_in_a_headless_browser(results: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, run_cli
 from harness.engine.rolling import rolling_windows
+from helpers import compose, run_cli
 
 DOCUMENTS = [
     "a joyful film and a fine plot, the acting was very good. It was great. A great one.",
@@ -56,11 +56,11 @@ def _reference_loglikelihood(lm, ids: list[int]) -> float:
 
 @pytest.mark.parametrize("window", [None, 12])
 def test_documents_score_as_plain_forward_passes(tiny_llama_dir: Path, window: int | None) -> None:
-    from harness.engine.hf.backend import load_language_model
+    from harness.engine.hf.loading import load_backend
     from harness.engine.rolling import score_documents
 
     overrides = [f"model={tiny_llama_dir}"] + ([f"model.max_length={window}"] if window else [])
-    lm = load_language_model(compose(*overrides).model, "cpu")
+    lm = load_backend(compose(*overrides).model, "cpu")
     for batch_size in (None, 1, 3):
         scores = score_documents(lm, DOCUMENTS, batch_size, progress=False)
         for text, value, tokens, windows in zip(DOCUMENTS, scores.loglikelihoods, scores.tokens, scores.windows):
@@ -90,7 +90,7 @@ def _documents_root(tmp_path: Path) -> Path:
 
 def test_a_perplexity_run_records_the_corpus_metrics(tmp_path: Path, harness_env: dict, tiny_llama_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import read_record, run_in_process
+    from helpers import read_record, run_in_process
 
     monkeypatch.setenv("HARNESS_PATH", str(_documents_root(tmp_path)))
     done = run_in_process("task=docs", f"model={tiny_llama_dir}", "model.max_length=12",

@@ -9,18 +9,20 @@ import pytest
 import torch
 
 from harness.config import ModelConfig
-from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.hf.backend import HFBackend
+from harness.engine.hf.loading import load_backend
 from harness.engine.request import ScoringRequest, build_requests
 from harness.engine.scoring import score_requests
+from harness.errors import HarnessError
 from harness.inputs.prompts import Prompt
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "gemma3"])
-def lm(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> LanguageModel:
+def lm(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_llama_dir: Path, tiny_gemma3_dir: Path) -> HFBackend:
     """GPT-2's learned absolute positions, Llama's rotary ones, and Gemma 3's sliding-window layers (every
     prompt here is longer than its window of 8) with a BOS its tokenizer adds."""
     model_dir = {"gpt2": tiny_model_dir, "llama": tiny_llama_dir, "gemma3": tiny_gemma3_dir}[request.param]
-    return load_language_model(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
+    return load_backend(ModelConfig(name="tiny", path=str(model_dir)), "cpu")
 
 
 def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
@@ -34,7 +36,7 @@ def _prompt(example_id: str, query: str, demos: tuple[str, ...] = ()) -> Prompt:
     )
 
 
-def _reference_logprob(lm: LanguageModel, context: str, continuation: str) -> float:
+def _reference_logprob(lm: HFBackend, context: str, continuation: str) -> float:
     """Plain full recompute, one token at a time: log p(continuation | context)."""
     context_ids = lm.tokenizer(context)["input_ids"]  # with BOS where the tokenizer adds it (Gemma)
     continuation_ids = lm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -46,7 +48,7 @@ def _reference_logprob(lm: LanguageModel, context: str, continuation: str) -> fl
     )
 
 
-def test_multi_token_verbalizer_is_the_sum_of_its_token_logprobs(lm: LanguageModel) -> None:
+def test_multi_token_verbalizer_is_the_sum_of_its_token_logprobs(lm: HFBackend) -> None:
     prompt = _prompt("x", "a warm and funny film", demos=("great", "a delight"))
     [scores], _ = score_requests(lm, build_requests([prompt], lm), batch_size=4, progress=False)
     for label, continuation in enumerate(prompt.continuations):
@@ -55,7 +57,7 @@ def test_multi_token_verbalizer_is_the_sum_of_its_token_logprobs(lm: LanguageMod
     assert scores.token_counts[:3] == (4, 3, 1) and scores.token_counts[3:] == (2, 2, 1)  # " very" is a shared stem
 
 
-def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: LanguageModel) -> None:
+def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: HFBackend) -> None:
     queries = ["dull", "a joyful film with a long title that goes on", "ok", "warm", "I hated it a lot", "fine"]
     prompts = [_prompt(f"q{i}", q, demos=("brilliant work", "awful from start to end")) for i, q in enumerate(queries)]
     requests = build_requests(prompts, lm)
@@ -67,7 +69,7 @@ def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: LanguageModel) -
                 assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
 
 
-def test_prefix_cache_runs_the_shared_prefix_once(lm: LanguageModel) -> None:
+def test_prefix_cache_runs_the_shared_prefix_once(lm: HFBackend) -> None:
     prompts = [_prompt(f"q{i}", q, demos=("brilliant work", "a delight")) for i, q in enumerate(["dull", "warm"])]
     requests = build_requests(prompts, lm)
     _, cached = score_requests(lm, requests, batch_size=8, prefix_cache=True, progress=False)
@@ -76,7 +78,7 @@ def test_prefix_cache_runs_the_shared_prefix_once(lm: LanguageModel) -> None:
     assert cached.tokens_forwarded < uncached.tokens_forwarded
 
 
-def test_requests_for_different_demonstration_sets_are_scored_separately(lm: LanguageModel) -> None:
+def test_requests_for_different_demonstration_sets_are_scored_separately(lm: HFBackend) -> None:
     prompts = [_prompt("a", "dull", demos=("great",)), _prompt("b", "dull", demos=("a delight", "superb"))]
     requests = build_requests(prompts, lm)
     scores, _ = score_requests(lm, requests, batch_size=8, progress=False)
@@ -84,8 +86,8 @@ def test_requests_for_different_demonstration_sets_are_scored_separately(lm: Lan
         assert score.logprobs[2] == pytest.approx(_reference_logprob(lm, prompt.context(), " good"), abs=1e-4)
 
 
-def test_context_window_policy_drops_oldest_demonstrations(lm: LanguageModel) -> None:
-    lm_small = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, max_length=40, add_bos=None)
+def test_context_window_policy_drops_oldest_demonstrations(lm: HFBackend) -> None:
+    lm_small = HFBackend(lm.name, lm.model, lm.tokenizer, lm.device, max_length=40, add_bos=None)
     demos = ("first demonstration is here", "second one", "third and last one")
     [request] = build_requests([_prompt("x", "short", demos=demos)], lm_small)
     assert request.dropped_demos >= 1
@@ -93,15 +95,15 @@ def test_context_window_policy_drops_oldest_demonstrations(lm: LanguageModel) ->
     assert len(request.context_ids) + max(map(len, request.continuation_ids)) <= 40
 
 
-def test_a_test_input_longer_than_the_window_is_an_error_not_a_cut(lm: LanguageModel) -> None:
+def test_a_test_input_longer_than_the_window_is_an_error_not_a_cut(lm: HFBackend) -> None:
     from harness.errors import HarnessError
 
-    lm_small = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, max_length=12, add_bos=None)
+    lm_small = HFBackend(lm.name, lm.model, lm.tokenizer, lm.device, max_length=12, add_bos=None)
     with pytest.raises(HarnessError, match="context window"):
         build_requests([_prompt("x", "a very long review " * 5)], lm_small)
 
 
-def test_bos_is_the_tokenizers_choice_unless_add_bos_says(lm: LanguageModel) -> None:
+def test_bos_is_the_tokenizers_choice_unless_add_bos_says(lm: HFBackend) -> None:
     """GPT-2's and Llama's test tokenizer add nothing; Gemma's prepends BOS. model.add_bos overrides either way,
     and a continuation never gets one."""
     words = lm.tokenizer("Text: hi", add_special_tokens=False)["input_ids"]
@@ -109,12 +111,12 @@ def test_bos_is_the_tokenizers_choice_unless_add_bos_says(lm: LanguageModel) -> 
     tokenizer_adds_bos = lm.model.config.model_type == "gemma3_text"
     assert lm.encode("Text: hi", is_context=True) == ([bos] if tokenizer_adds_bos else []) + words
     for add_bos, expected in ((True, [bos, *words]), (False, words)):
-        variant = LanguageModel(lm.name, lm.model, lm.tokenizer, lm.device, lm.max_length, add_bos=add_bos)
+        variant = HFBackend(lm.name, lm.model, lm.tokenizer, lm.device, lm.max_length, add_bos=add_bos)
         assert variant.encode("Text: hi", is_context=True) == expected
         assert variant.encode(" good", is_context=False) == lm.tokenizer(" good", add_special_tokens=False)["input_ids"]
 
 
-def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
+def test_scoring_request_is_what_the_tokenizer_gives(lm: HFBackend) -> None:
     prompt = _prompt("x", "warm")
     [request] = build_requests([prompt], lm)
     assert request == ScoringRequest(
@@ -126,13 +128,13 @@ def test_scoring_request_is_what_the_tokenizer_gives(lm: LanguageModel) -> None:
     )
 
 
-def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: LanguageModel, monkeypatch) -> None:
-    import harness.engine.scoring as scoring
+def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: HFBackend, monkeypatch) -> None:
+    import harness.engine.hf.backend as hf_backend
 
     prompts = [_prompt(f"q{i}", q, demos=("a delight",)) for i, q in enumerate(["dull", "warm", "fine", "ok", "bad"])]
     requests = build_requests(prompts, lm)
     reference, _ = score_requests(lm, requests, batch_size=1, progress=False)
-    real_score_batch = scoring._score_batch
+    real_score_batch = hf_backend.score_batch
     tried: list[int] = []
 
     def fits_two_requests(*args):
@@ -141,17 +143,17 @@ def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: Langu
             raise torch.OutOfMemoryError("pretend the accelerator is full")
         return real_score_batch(*args)
 
-    monkeypatch.setattr(scoring, "_score_batch", fits_two_requests)
+    monkeypatch.setattr(hf_backend, "score_batch", fits_two_requests)
     scores, _ = score_requests(lm, requests, batch_size=None, progress=False)
     assert tried == [5, 5, 4, 2, 2, 1]  # 16, 8 (all five requests), 4, then batches of 2
     for got, want in zip(scores, reference):
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
-    with pytest.raises(torch.OutOfMemoryError):  # a fixed batch size is the user's choice: no silent change
-        score_requests(lm, requests, batch_size=8, progress=False)
+    with pytest.raises(HarnessError, match="out of memory with 8 rows at once; set a smaller batch_size"):
+        score_requests(lm, requests, batch_size=8, progress=False)  # a fixed batch size is the user's choice
 
 
 @pytest.mark.parametrize("separator", ["\n\n", " ", ""])
-def test_prefix_query_boundary_sees_the_same_tokens(lm: LanguageModel, separator: str) -> None:
+def test_prefix_query_boundary_sees_the_same_tokens(lm: HFBackend, separator: str) -> None:
     """Whatever the separator, the cached path scores the very tokens of the whole-context encoding."""
     prompts = [
         Prompt(f"q{i}", "", tuple(f"Text: {d}{separator}" for d in ("fine", "grim")), ("d0", "d1"),
@@ -167,7 +169,7 @@ def test_prefix_query_boundary_sees_the_same_tokens(lm: LanguageModel, separator
             assert scores.logprobs[label] == pytest.approx(_reference_logprob(lm, prompt.context(), continuation), abs=1e-4)
 
 
-def test_requests_with_their_own_instruction_share_it_with_their_group_only(lm: LanguageModel) -> None:
+def test_requests_with_their_own_instruction_share_it_with_their_group_only(lm: HFBackend) -> None:
     """0-shot MMLU: the instruction names the subject, so each subject's items share it; scores stay exact."""
     prompts = [
         Prompt(example_id=f"{subject}{i}", instruction=f"Questions about {subject}, with their answers.\n\n",

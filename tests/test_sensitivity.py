@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from harness.cli.sensitivity import orders, parse_arguments
 from harness.errors import HarnessError
 from harness.runs.records import Inputs, run_key
 from harness.runs.study import Source, Study
+from helpers import run_cli
 
 
 def _records(output: Path) -> dict[str, int]:
@@ -134,7 +134,7 @@ def test_sources_have_phrases() -> None:
 
 def test_train_seed_changes_training_but_not_the_training_set(tmp_path: Path, harness_env: dict,
                                                                tiny_model_dir: Path) -> None:
-    from conftest import run_in_process
+    from helpers import run_in_process
 
     common = ["task=toy", f"model={tiny_model_dir}", "method=lora", "shots=4", "method.steps=3",
               f"output_dir={tmp_path}"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import SHARED
 from harness.config import TaskConfig
 from harness.inputs.data import Example, load_split
 from harness.inputs.prompts import Template, build_channel_prompts, build_prompt, is_channel, load_template
 from harness.inputs.registry import BUILTIN_ROOT, load_task_node
+from helpers import SHARED
 
 SHARED_DATA = SHARED / "data"
 # the classification tasks (multiple-choice ones: tests/test_multiple_choice.py)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.files import write_text_atomic
 from harness.inputs.registry import group_files, load_group
 from harness.report import plots, render, studies, tables
 from harness.report.board import ModelBoard, model_boards
 from harness.report.load import IDENTITY, as_text, load_predictions, load_records
 from harness.runs.lmeval_export import is_imported
-from harness.runs.records import write_text_atomic
 from harness.runs.study import Study, read_studies
 
 USAGE = """usage: python -m harness report [results_dir] [key=value ...]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.runs.records import FILE_MODE
+from harness.files import FILE_MODE
 
 JOURNAL_FILE = "journal.jsonl"
 

@@ -9,11 +9,13 @@ demonstrations is an error: it is never cut silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from harness.engine.hf.backend import LanguageModel
 from harness.errors import HarnessError
 from harness.inputs.prompts import Prompt
+
+if TYPE_CHECKING:
+    from harness.engine.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,12 @@ class ScoringRequest:
 
     @property
     def prefix_group(self) -> tuple[object, ...]:
-        """Requests with the same instruction and demonstrations share a prefix, computed once (harness/engine/scoring.py).
+        """Requests with the same instruction and demonstrations share a prefix (harness/engine/scoring.py).
         Unconditional requests form a group of their own, so they never shorten the prefix of 0-shot items."""
         return (self.unconditional, self.instruction, *self.demo_ids)
 
 
-def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: int = 0) -> list[ScoringRequest]:
+def build_requests(prompts: Sequence[Prompt], lm: Backend, answer_tokens: int = 0) -> list[ScoringRequest]:
     """Token ids of every prompt; the context leaves room for the longest continuation and for
     `answer_tokens` (the generation scorer's new tokens)."""
     if not prompts:
@@ -69,3 +71,16 @@ def build_requests(prompts: Sequence[Prompt], lm: LanguageModel, answer_tokens: 
             )
         )
     return requests
+
+
+def shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
+    """Longest common token prefix, leaving each context at least its last token.
+
+    The last context token must run with the query: its output predicts the first label token.
+    """
+    first = contexts[0]
+    limit = min(len(context) for context in contexts) - 1
+    length = 0
+    while length < limit and all(context[length] == first[length] for context in contexts):
+        length += 1
+    return length

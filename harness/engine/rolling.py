@@ -5,9 +5,9 @@ text's log-likelihood, token by token, as lm-evaluation-harness's loglikelihood_
 document is encoded without special tokens and cut into disjoint windows of at most the model's context
 window of predicted tokens. The first window is conditioned on one prefix token (BOS, else EOS: the
 model's prefix_token_id), each later full window on the one token before it, and the last, shorter one
-on as many tokens before it as fill the window. Every window is a scoring request with one continuation
-(harness/engine/scoring.py runs it in one row: context and continuation in one forward pass), so the batching,
-journal and resume of every other run apply.
+on as many tokens before it as fill the window. Every window is a scoring request with one continuation,
+scored by the backend's loglikelihood_rolling through harness/engine/scoring.py, so the batching, journal and
+resume of every other run apply.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from harness.engine.hf.backend import LanguageModel
+from harness.engine.backend import Backend
 from harness.engine.journal import Journal
 from harness.engine.request import ScoringRequest
 from harness.engine.scoring import ScoringStats, score_requests
@@ -52,7 +52,7 @@ def rolling_windows(tokens: Sequence[int], prefix_token: int, window: int) -> li
     return pairs
 
 
-def score_documents(lm: LanguageModel, texts: Sequence[str], batch_size: int | None, progress: bool,
+def score_documents(lm: Backend, texts: Sequence[str], batch_size: int | None, progress: bool,
                     open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None) -> DocumentScores:
     """The log-likelihood of each text (the sum over its windows)."""
     encoded = lm.encode(list(texts), is_context=False) if texts else []
@@ -66,8 +66,9 @@ def score_documents(lm: LanguageModel, texts: Sequence[str], batch_size: int | N
     journal: Journal | None = open_journal(requests) if open_journal is not None else None
     if batch_size is None and requests:
         widest = max(len(request.context_ids) + len(request.continuation_ids[0]) for request in requests)
-        batch_size = max(1, AUTO_BATCH_FLOATS // (widest * len(lm.tokenizer)))
-    scores, stats = score_requests(lm, requests, batch_size, prefix_cache=False, progress=progress, journal=journal)
+        batch_size = max(1, AUTO_BATCH_FLOATS // (widest * lm.vocabulary_size))
+    scores, stats = score_requests(lm, requests, batch_size, prefix_cache=False, progress=progress, journal=journal,
+                                   rolling=True)
     loglikelihoods, position = [], 0
     for count in windows:
         loglikelihoods.append(sum(score.logprobs[0] for score in scores[position:position + count]))

@@ -5,7 +5,7 @@ exactly as a zero-shot query, and the loss is the cross-entropy of its gold verb
 after the prompt. The tuned model is then scored by the same rank classification as ICL.
 
 After training, LoRA and IA3 adapters are merged into the weights and prompt tuning leaves a
-soft prompt on the LanguageModel, so the one scorer serves every method.
+soft prompt on the HFBackend, so the one scorer serves every method.
 
 Training FLOPs are estimated as (4 N + 2 N_trainable) per token seen: forward 2N, the backward
 pass through activations 2N, and weight gradients 2 per trainable parameter (6N for full
@@ -27,11 +27,11 @@ from tqdm import tqdm
 from transformers.pytorch_utils import Conv1D
 
 from harness.config import MethodConfig
-from harness.engine.hf.backend import LanguageModel
+from harness.engine.hf.backend import HFBackend
+from harness.engine.memory import memory_in_use_mb
 from harness.errors import HarnessError
 from harness.inputs.data import Example
 from harness.inputs.prompts import Template, gold_sequence
-from harness.runs.memory import memory_in_use_mb
 from harness.runs.records import TrainingRecord
 
 ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
@@ -42,7 +42,7 @@ Finish = Callable[[Path | None], None]  # turns the trained model into scoring f
 
 
 def finetune(
-    lm: LanguageModel, method: MethodConfig, template: Template, examples: Sequence[Example], seed: int,
+    lm: HFBackend, method: MethodConfig, template: Template, examples: Sequence[Example], seed: int,
     save_dir: Path | None, progress: bool = True,
 ) -> TrainingRecord:
     """Train `lm` in place on `examples`; afterwards `lm` scores like the tuned model, and what changed is saved
@@ -103,7 +103,7 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) 
     )
 
 
-def _training_sequences(lm: LanguageModel, template: Template, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
+def _training_sequences(lm: HFBackend, template: Template, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
     """(token ids of prompt + gold answer, number of prompt tokens) per example: the very tokens a zero-shot
     query scores for the right answer (for partial scoring, the text after the right option)."""
     sequences = []
@@ -127,7 +127,7 @@ def _batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[lis
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
-def _collate(sequences: Sequence[tuple[list[int], int]], lm: LanguageModel) -> tuple[torch.Tensor, ...]:
+def _collate(sequences: Sequence[tuple[list[int], int]], lm: HFBackend) -> tuple[torch.Tensor, ...]:
     width = max(len(ids) for ids, _ in sequences)
     input_ids = torch.full((len(sequences), width), lm.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
@@ -147,7 +147,7 @@ def _uses_conv1d(model: torch.nn.Module) -> bool:
     return any(isinstance(module, Conv1D) for module in model.modules())
 
 
-def _prepare_lora(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+def _prepare_lora(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
     from peft import LoraConfig
 
     config = LoraConfig(r=method.rank, lora_alpha=method.alpha, lora_dropout=method.dropout,
@@ -156,7 +156,7 @@ def _prepare_lora(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Mod
     return _peft(lm, config)
 
 
-def _prepare_ia3(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+def _prepare_ia3(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
     from peft import IA3Config
 
     config = IA3Config(target_modules=method.target_modules, feedforward_modules=method.feedforward_modules,
@@ -164,7 +164,7 @@ def _prepare_ia3(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Modu
     return _peft(lm, config)
 
 
-def _peft(lm: LanguageModel, config) -> tuple[torch.nn.Module, Finish]:
+def _peft(lm: HFBackend, config) -> tuple[torch.nn.Module, Finish]:
     from peft import get_peft_model
 
     try:
@@ -180,7 +180,7 @@ def _peft(lm: LanguageModel, config) -> tuple[torch.nn.Module, Finish]:
     return peft_model, finish
 
 
-def _prepare_prompt_tuning(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+def _prepare_prompt_tuning(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
     from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
     config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens,
@@ -206,14 +206,14 @@ def _add_missing_biases(model: torch.nn.Module) -> None:
                                                          device=module.weight.device))
 
 
-def _prepare_bitfit(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+def _prepare_bitfit(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
     _add_missing_biases(lm.model)
     for name, parameter in lm.model.named_parameters():
         parameter.requires_grad = name.endswith("bias")
     return lm.model, _save_trainable(lm.model)
 
 
-def _prepare_full(lm: LanguageModel, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
+def _prepare_full(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
     for parameter in lm.model.parameters():
         parameter.requires_grad = True
     return lm.model, _save_trainable(lm.model)
@@ -231,7 +231,7 @@ def _save_trainable(model: torch.nn.Module) -> Finish:
     return finish
 
 
-def load_trained(lm: LanguageModel, method_name: str, run_dir: Path) -> None:
+def load_trained(lm: HFBackend, method_name: str, run_dir: Path) -> None:
     """Apply what a fine-tuning run saved in `run_dir` to a freshly loaded base model."""
     if method_name in ("lora", "ia3", "prompt_tuning"):
         from peft import PeftModel
@@ -254,7 +254,7 @@ def load_trained(lm: LanguageModel, method_name: str, run_dir: Path) -> None:
 
 
 # The fine-tuning methods (config.Method minus icl): how each makes the model trainable and back.
-PREPARE: dict[str, Callable[[LanguageModel, MethodConfig], tuple[torch.nn.Module, Finish]]] = {
+PREPARE: dict[str, Callable[[HFBackend, MethodConfig], tuple[torch.nn.Module, Finish]]] = {
     "lora": _prepare_lora,
     "ia3": _prepare_ia3,
     "prompt_tuning": _prepare_prompt_tuning,

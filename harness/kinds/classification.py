@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.engine.hf.backend import LanguageModel
+from harness.engine.backend import Backend
 from harness.engine.journal import Journal
 from harness.engine.request import ScoringRequest, build_requests
 from harness.engine.scoring import ScoringStats, score_requests
@@ -49,7 +49,7 @@ class Classification:
 
 
 def classify(
-    lm: LanguageModel,
+    lm: Backend,
     template: Template,
     fields: Sequence[str],
     examples: Sequence[Example],

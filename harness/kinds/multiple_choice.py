@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.engine.hf.backend import LanguageModel
+from harness.engine.backend import Backend
 from harness.engine.journal import Journal
 from harness.engine.request import ScoringRequest, build_requests
 from harness.engine.scoring import ScoringStats, score_requests
@@ -48,7 +48,7 @@ class ChoiceScores:
 
 
 def score_choices(
-    lm: LanguageModel,
+    lm: Backend,
     template: Template,
     examples: Sequence[Example],
     demonstrations: Sequence[Sequence[Example]],

@@ -96,7 +96,7 @@ def join_processes(device: str) -> Processes:
     import torch.distributed
     from accelerate import PartialState
 
-    from harness.engine.hf.backend import resolve_device
+    from harness.engine.hf.loading import resolve_device
 
     # cpu=True is what makes accelerate join the CPU processes into one gloo group; without it, on a machine
     # with no GPU, each process would find itself alone and write the record of its block as the whole run's.

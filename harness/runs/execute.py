@@ -23,13 +23,16 @@ import numpy as np
 import torch
 
 from harness.config import Calibration, Scorer, TaskConfig, TaskKind
+from harness.engine.backend import Backend, backend_spec
 from harness.engine.generation import generate_labels, generate_texts
-from harness.engine.hf.backend import LanguageModel, load_language_model
+from harness.engine.hf.backend import HFBackend
 from harness.engine.journal import Journal, journal_path, remove_journals
+from harness.engine.memory import PeakMemory
 from harness.engine.request import ScoringRequest, build_requests
 from harness.engine.rolling import score_documents
 from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError, RunInterrupted
+from harness.files import jsonl_text, sha256_text, write_json, write_text_atomic
 from harness.finetune.train import finetune, load_trained, remove_trained
 from harness.inputs.data import Example
 from harness.inputs.prompts import build_prompt
@@ -48,7 +51,6 @@ from harness.metrics.functions import (
     standard_error,
 )
 from harness.runs.distributed import Processes, join_processes
-from harness.runs.memory import PeakMemory
 from harness.runs.plan import RunPlan, RunResult, Selection
 from harness.runs.records import (
     PREDICTIONS_FILE,
@@ -58,10 +60,6 @@ from harness.runs.records import (
     RunRecord,
     TrainingRecord,
     environment,
-    jsonl_text,
-    sha256_text,
-    write_json,
-    write_text_atomic,
 )
 
 TRAINING_FILE = "training.json"  # written once the trained weights are saved: training is complete
@@ -99,9 +97,9 @@ def execute(plan: RunPlan, selection: Selection, started: float, progress: bool 
     with PeakMemory() as memory:
         lm, training = prepare_model(plan, selection, processes, progress)
         block = processes.shard(len(selection.examples))
-        mine = replace(selection, examples=selection.examples[block], shown=selection.shown[block])
+        mine = replace(selection, examples=selection.examples[block], demonstrations=selection.demonstrations[block])
         predicted = predict(plan, mine, lm, processes, progress and processes.main) if mine.examples else None
-    parts = processes.gather((predicted, memory.peak_mb(lm.device)))
+    parts = processes.gather((predicted, memory.peak_mb(lm.device_name)))
     outcome: RunRecord | str | None = None
     if parts is not None:  # the main process: every block, in item order
         try:
@@ -118,17 +116,17 @@ def execute(plan: RunPlan, selection: Selection, started: float, progress: bool 
 
 
 def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
-                  progress: bool) -> tuple[LanguageModel, TrainingRecord | None]:
+                  progress: bool) -> tuple[HFBackend, TrainingRecord | None]:
     """Load the model (or take the one an earlier run of this process loaded); for fine-tuning, train it on the
     selection's training set, or apply the weights a previous, interrupted process of this run trained and saved.
     Of several processes only the main one trains; the others wait for its saved weights and load them."""
     config = plan.config
     if not plan.finetuning:
-        return load_language_model(config.model, config.device, reuse=True), None
+        return backend_spec(config.model.backend).load(config.model, config.device, reuse=True), None
     finished = plan.run_dir / TRAINING_FILE
     if not processes.main:
         processes.wait_for_others()
-        lm = load_language_model(config.model, config.device)
+        lm = backend_spec(config.model.backend).load(config.model, config.device)
         load_trained(lm, config.method.name, plan.run_dir)
         return lm, _finished_training(finished)
     trained = _trained_model(plan, selection, finished, progress)
@@ -137,9 +135,9 @@ def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
 
 
 def _trained_model(plan: RunPlan, selection: Selection, finished: Path,
-                   progress: bool) -> tuple[LanguageModel, TrainingRecord]:
+                   progress: bool) -> tuple[HFBackend, TrainingRecord]:
     config = plan.config
-    lm = load_language_model(config.model, config.device)  # a copy of its own: training changes the weights
+    lm = backend_spec(config.model.backend).load(config.model, config.device)  # its own copy: training changes it
     training = None if config.rerun else _finished_training(finished)
     if training is not None:
         load_trained(lm, config.method.name, plan.run_dir)
@@ -165,7 +163,7 @@ def _finished_training(path: Path) -> TrainingRecord | None:
         return None
 
 
-def predict(plan: RunPlan, selection: Selection, lm: LanguageModel, processes: Processes, progress: bool) -> Predicted:
+def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Processes, progress: bool) -> Predicted:
     """The predictions for the test items of `selection` (this process's block of them)."""
     config = plan.config
     batch_size = None if config.batch_size == "auto" else config.batch_size
@@ -207,11 +205,11 @@ def _items_among(rows: Collection[int], total: int, per_item: int) -> int:
 Predictor = Callable[..., Predicted]
 
 
-def _rank_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _rank_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                 open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """scorer=rank and scorer=channel: a log-prob per label, optionally calibrated."""
     config = plan.config
-    result = classify(lm, plan.template, config.task.fields, selection.examples, selection.shown, config.scorer,
+    result = classify(lm, plan.template, config.task.fields, selection.examples, selection.demonstrations, config.scorer,
                       config.calibration, config.content_free_inputs, config.normalize, batch_size,
                       config.prefix_cache, progress, open_journal)
     labels = plan.labels
@@ -227,12 +225,12 @@ def _rank_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_si
     )
 
 
-def _generated_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _generated_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                      open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """scorer=generate: greedy decoding, the output's first line parsed to a label."""
     config = plan.config
     prompts = [build_prompt(plan.template, demos, example)
-               for demos, example in zip(selection.shown, selection.examples)]
+               for demos, example in zip(selection.demonstrations, selection.examples)]
     requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
     journal = open_journal(requests)
     generations, stats = generate_labels(lm, requests, list(plan.template.verbalizers.values()),
@@ -244,11 +242,11 @@ def _generated_items(plan: RunPlan, selection: Selection, lm: LanguageModel, bat
     )
 
 
-def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _choice_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                   open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A multiple-choice task: a log-likelihood per option of each item."""
     config = plan.config
-    result = score_choices(lm, plan.template, selection.examples, selection.shown, batch_size, config.prefix_cache,
+    result = score_choices(lm, plan.template, selection.examples, selection.demonstrations, batch_size, config.prefix_cache,
                            progress, open_journal, mutual_info=MUTUAL_INFO in config.task.metrics)
     details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()},
                 **({} if result.unconditional is None else {"unconditional_scores": result.unconditional[i]})}
@@ -260,13 +258,13 @@ def _choice_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     )
 
 
-def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _cloze_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A cloze task: the log-likelihood of each item's right continuation, and whether it is the greedy one."""
     config = plan.config
     # only the right continuation is scored (a row may list several): one request with one continuation per item
     targets = [replace(example, choices=(example.choices[example.gold],), gold=0) for example in selection.examples]
-    result = score_choices(lm, plan.template, targets, selection.shown, batch_size, config.prefix_cache,
+    result = score_choices(lm, plan.template, targets, selection.demonstrations, batch_size, config.prefix_cache,
                            progress, open_journal)
     golds = [example.gold for example in selection.examples]
     loglikelihoods = [scores[0] for scores in result.loglikelihoods]
@@ -282,12 +280,12 @@ def _cloze_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_s
     )
 
 
-def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _answer_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                   open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A short-answer task: a greedy answer per item, right when it matches one of the item's accepted answers."""
     spec = plan.config.task.answer
     prompts = [build_prompt(plan.template, demos, example)
-               for demos, example in zip(selection.shown, selection.examples)]
+               for demos, example in zip(selection.demonstrations, selection.examples)]
     requests = build_requests(prompts, lm, answer_tokens=spec.max_new_tokens)
     texts, stats = generate_texts(lm, requests, spec.max_new_tokens, spec.until, batch_size, progress,
                                   open_journal(requests))
@@ -316,7 +314,7 @@ def _answer_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_
     )
 
 
-def _document_items(plan: RunPlan, selection: Selection, lm: LanguageModel, batch_size: int | None,
+def _document_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
                     open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
     """A perplexity task: each text's rolling log-likelihood, with the words and bytes it is counted over."""
     texts = [plan.template.render(example, "") for example in selection.examples]
@@ -434,7 +432,7 @@ def _joined(parts: Sequence[Predicted]) -> Predicted:
     )
 
 
-def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, training: TrainingRecord | None,
+def write_record(plan: RunPlan, selection: Selection, lm: Backend, training: TrainingRecord | None,
                  predicted: Predicted, measured: Measured, started: float, peak_memory_mb: float,
                  processes: int = 1) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
@@ -456,13 +454,14 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
         predictions_text = jsonl_text(rows)
     except ValueError:
         raise HarnessError("a prediction holds a non-finite number; not writing the record") from None
-    stats, shown = predicted.stats, selection.shown
+    stats, demonstrations = predicted.stats, selection.demonstrations
     record = RunRecord(
         task=config.task.name, model=config.model.name, method=str(config.method.name), template=plan.template.name,
         shots=config.shots, seed=config.seed, scorer=str(config.scorer), calibration=str(config.calibration),
         demos=str(config.demos), run_key=plan.key, inputs=plan.inputs, n=len(selection.examples),
         metrics=measured.metrics, stderr=measured.stderr, by=measured.by, uncalibrated=measured.uncalibrated,
-        demo_ids=[demo.id for demo in shown[0]] if shown and all(d is shown[0] for d in shown) else None,
+        demo_ids=[demo.id for demo in demonstrations[0]] if demonstrations and all(
+            d is demonstrations[0] for d in demonstrations) else None,
         train_ids=[demo.id for demo in selection.training_set],
         examples_with_dropped_demos=sum(1 for request in predicted.requests if request.dropped_demos),
         predictions_sha256=sha256_text(predictions_text),
@@ -479,7 +478,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: LanguageModel, trainin
         ),
         training=training,
         calibration_scores=predicted.calibration_scores,
-        environment=environment(str(lm.device), str(lm.model.dtype).removeprefix("torch."), torch.get_num_threads(),
+        environment=environment(lm.device_name, lm.dtype_name, torch.get_num_threads(),
                                 processes),
     )
     try:

@@ -26,8 +26,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.files import jsonl_text, write_json, write_text_atomic
 from harness.inputs.registry import read_task_file, task_files
-from harness.runs.records import RunRecord, jsonl_text, write_json, write_text_atomic
+from harness.runs.records import RunRecord
 
 FOLDER = "lm-eval"
 SOURCE_MARK = "::"  # run_dir of an imported task: "<results file>::<task>"

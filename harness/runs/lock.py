@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness.errors import HarnessError
-from harness.runs.records import FILE_MODE
+from harness.files import FILE_MODE
 
 LOCK_FILE = ".lock"
 

@@ -16,8 +16,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from harness.config import RETRIEVAL_DEMOS, Calibration, Demos, Device, Method, Normalize, RunConfig, Scorer, TaskKind
-from harness.engine.hf.gguf import is_gguf, prepare_gguf
+from harness.engine.backend import backend_spec
 from harness.errors import HarnessError
+from harness.files import write_text_atomic
 from harness.inputs.data import Example, load_split
 from harness.inputs.demos import demonstrations_per_example
 from harness.inputs.expressions import compile_pattern
@@ -25,8 +26,9 @@ from harness.inputs.prompts import Template, is_channel, load_template
 from harness.inputs.registry import task_files, template_files
 from harness.metrics.functions import MUTUAL_INFO, check_metrics
 from harness.runs.distributed import launched_processes
-from harness.runs.fingerprint import examples_digest, file_digest, model_fingerprint
-from harness.runs.records import CONFIG_FILE, Inputs, RunRecord, run_dir_name, run_key, write_text_atomic
+from harness.runs.fingerprint import examples_digest
+from harness.runs.records import CONFIG_FILE, Inputs, RunRecord, run_dir_name, run_key
+from harness.sources.digests import file_digest
 
 SUBSAMPLE_SEED = 0  # independent of the run seed, so every run scores the same test items
 
@@ -58,7 +60,7 @@ class RunResult:
 @dataclass(frozen=True)
 class Selection:
     examples: list[Example]  # the test items scored: the plan's, less a fine-tuning set drawn from the same split
-    shown: list[list[Example]]  # the demonstrations in each test item's prompt
+    demonstrations: list[list[Example]]  # in each test item's prompt
     training_set: list[Example]  # fine-tuning: the one demonstration set the ICL run with this seed shows
 
 
@@ -96,14 +98,12 @@ def plan_run(config: RunConfig) -> RunPlan:
         examples = examples[: config.limit]
     pool = load_split(task, task.demo_split) if config.shots else []
     task_file = task_files().get(task.name)
-    if is_gguf(config.model):
-        prepare_gguf(config.model)
     inputs = Inputs(
         task_file=file_digest(task_file) if task_file else None,
         template_file=template.file_sha256,
         eval_data=examples_digest(evaluation),
         demo_data=examples_digest(pool) if config.shots else None,
-        model=model_fingerprint(config.model),
+        model=backend_spec(config.model.backend).model_fingerprint(config.model),
     )
     resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
     key = run_key(resolved, inputs)
@@ -120,10 +120,10 @@ def choose_inputs(plan: RunPlan) -> Selection:
     task = config.task
     same_split = task.demo_split == task.eval_split
     if not plan.finetuning:
-        shown = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
-                                           plan.labels, config.demo_ids, config.demo_order, config.retriever,
-                                           match=task.demos_match, exclude_self=same_split)
-        return Selection(examples=plan.examples, shown=shown, training_set=[])
+        demonstrations = demonstrations_per_example(plan.examples, plan.pool, config.shots, config.seed, config.demos,
+                                                    plan.labels, config.demo_ids, config.demo_order, config.retriever,
+                                                    match=task.demos_match, exclude_self=same_split)
+        return Selection(examples=plan.examples, demonstrations=demonstrations, training_set=[])
     [training_set] = demonstrations_per_example([plan.examples[0]], plan.pool, config.shots, config.seed, config.demos,
                                                 plan.labels, config.demo_ids, config.demo_order, config.retriever,
                                                 match=task.demos_match)
@@ -131,7 +131,7 @@ def choose_inputs(plan: RunPlan) -> Selection:
     examples = [example for example in plan.examples if not (same_split and example.id in trained)]
     if not examples:
         raise HarnessError(f"every test item is among the {config.shots} training examples: nothing left to score")
-    return Selection(examples=examples, shown=[training_set[: config.eval_shots]] * len(examples),
+    return Selection(examples=examples, demonstrations=[training_set[: config.eval_shots]] * len(examples),
                      training_set=training_set)
 
 
@@ -222,6 +222,9 @@ def check_settings(config: RunConfig) -> None:
     if config.demos in RETRIEVAL_DEMOS and finetuning:
         raise HarnessError(f"demos={config.demos} picks demonstrations per test example; "
                            "fine-tuning needs one training set (demos=random, balanced, first_n or ids)")
+    if finetuning and not backend_spec(config.model.backend).trainable:
+        raise HarnessError(f"method={config.method.name} trains the model's weights; model.backend="
+                           f"{config.model.backend} serves a model it cannot train (use model.backend=hf or method=icl)")
     if finetuning and config.shots == 0:
         raise HarnessError(f"method={config.method.name} needs training examples: set shots > 0")
     if finetuning and (config.method.steps < 1 or config.method.learning_rate <= 0):

@@ -17,15 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import re
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from harness.files import sha256_text
 
 RECORD_FORMAT = 2
 CONFIG_FILE = "config.yaml"  # the resolved config, written when the run starts
@@ -39,7 +39,8 @@ HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_re
 MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # Settings added after records existed (dotted paths into the config): at this value, what every earlier run
 # did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
-KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {}}
+KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {},
+               "model.backend": "hf"}
 # How a short answer (kind: generate) is cut and compared; bumped when that changes, so that records of such
 # runs written under other rules are not reused (the setting is in the key of those tasks only). 2: both ends of
 # the answer stripped, as lm-evaluation-harness 0.4.13's remove_whitespace (1: the start only).
@@ -49,13 +50,6 @@ VERSIONED_PACKAGES = {"harness": "icl-harness", **{name: name for name in ("torc
                                                                           "hydra-core", "numpy")}}
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_current_umask()
 
 
 class RecordError(ValueError):
@@ -216,7 +210,7 @@ def _check_predictions(run_dir: Path, record: RunRecord) -> str:
 
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = _without_neutral({key: value for key, value in config.items() if key not in HASH_EXCLUDED})
-    relevant["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_HASH_EXCLUDED}
+    relevant["model"] = {key: value for key, value in relevant["model"].items() if key not in MODEL_HASH_EXCLUDED}
     if config["task"].get("kind") == "generate":
         relevant["answer_rules"] = ANSWER_RULES
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
@@ -241,34 +235,6 @@ def run_dir_name(config: dict[str, Any], key: str) -> str:
         f"{config['task']['name']}__{model}__{config['method']['name']}"
         f"__{config['shots']}shot__seed{config['seed']}__{key}"
     )
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        os.fchmod(handle, FILE_MODE)  # mkstemp creates 0600 whatever the umask
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def jsonl_text(rows: Iterable[Any]) -> str:
-    return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def environment(device: str, dtype: str, threads: int, processes: int = 1) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.config import Choice
-from harness.runs.records import RecordError, write_text_atomic
+from harness.files import write_text_atomic
+from harness.runs.records import RecordError
 
 STUDY_FORMAT = 1
 STUDIES_DIR = "studies"  # under the results directory

@@ -7,32 +7,21 @@ gaps never count as distance: a row's numbers are those of its tokens run alone,
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from harness.engine.hf.backend import LanguageModel
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.engine.hf.backend import HFBackend
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (batch, heads, length, dim)
 
 
-def shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
-    """Longest common token prefix, leaving each context at least its last token.
-
-    The last context token must run with the query: its output predicts the first label token.
-    """
-    first = contexts[0]
-    limit = min(len(context) for context in contexts) - 1
-    length = 0
-    while length < limit and all(context[length] == first[length] for context in contexts):
-        length += 1
-    return length
-
-
-def encode_prefix(lm: LanguageModel, ids: tuple[int, ...]) -> SharedPrefix | None:
+def encode_prefix(lm: HFBackend, ids: tuple[int, ...]) -> SharedPrefix | None:
     """Keys and values of the soft prompt (prompt tuning), if any, followed by `ids`."""
     input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
     # A cache without the model's config keeps every layer's keys whole: one built from a config with sliding-window
@@ -99,7 +88,7 @@ class _BufferLayer(DynamicLayer):
 
 
 def forward_rows(
-    lm: LanguageModel,
+    lm: HFBackend,
     cache: Cache | None,
     inputs: Sequence[tuple[int, ...]],
     first_kept: Sequence[int],
@@ -138,7 +127,7 @@ def forward_rows(
 
 
 def _attention_mask(
-    lm: LanguageModel, padding: torch.Tensor, cache_mask: torch.Tensor, input_mask: torch.Tensor,
+    lm: HFBackend, padding: torch.Tensor, cache_mask: torch.Tensor, input_mask: torch.Tensor,
     position_ids: torch.Tensor,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """`padding` (the mask over cache + inputs) as it is; for a model with sliding-window layers, 4D masks.

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from harness.config import ModelConfig
 from harness.errors import HarnessError
-from harness.runs.fingerprint import file_digest
 from harness.sources.assets import asset_path
 from harness.sources.cache import VERIFICATIONS, Entry, model_entry, read_manifest, writable_dir
+from harness.sources.digests import file_digest
 
 GGUF_MAGIC = b"GGUF"
 

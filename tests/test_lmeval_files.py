@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import report, write_run
 
-from conftest import REPO, run_in_process
 from harness.report.load import load_records
 from harness.runs.lmeval_export import find_results_files, load_samples, read_results_file
+from helpers import REPO, report, run_in_process, write_run
 
 # written by lm-evaluation-harness 0.4.13 (benchmarks/lmeval_files.py): SmolLM2-135M-Instruct on 10 COPA items
 LMEVAL_FILES = REPO / "tests" / "data" / "lmeval-0.4.13"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_record, run_cli
+from helpers import read_record, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import read_record, run_cli, write_long_task
 from harness.runs.distributed import Processes
 from harness.runs.launch import launch_command
+from helpers import read_record, run_cli, write_long_task
 
 TOLERANCE = 1e-5
 
@@ -89,11 +89,11 @@ def test_a_model_split_between_memory_and_disk_scores_as_a_whole_one(tmp_path: P
     """model.device_map=auto with a CPU memory budget smaller than the model: accelerate keeps some layers on
     disk and loads them for each forward pass (the most a machine without GPUs can split a model); the prefix
     cache and the scorer give the numbers of the model in one piece, under the same run key."""
-    from conftest import compose, run_in_process
-    from harness.engine.hf.backend import load_language_model
+    from harness.engine.hf.loading import load_backend
+    from helpers import compose, run_in_process
 
     placement = ["model.device_map=auto", "model.max_memory={cpu: 300KB}", f"model.offload_folder={tmp_path / 'off'}"]
-    split = load_language_model(compose(f"model={tiny_llama_dir}", *placement).model, "auto")
+    split = load_backend(compose(f"model={tiny_llama_dir}", *placement).model, "auto")
     assert {"cpu", "disk"} <= set(split.model.hf_device_map.values())  # really split
     common = ["task=toy", f"model={tiny_llama_dir}", "shots=4", "prefix_cache=true"]
     whole = run_in_process(*common, f"output_dir={tmp_path / 'whole'}")
@@ -120,9 +120,9 @@ def test_placement_mistakes_fail_in_one_line(tmp_path: Path, harness_env: dict, 
 
 def test_a_split_model_is_refused_under_accelerate_launch(harness_env: dict, tiny_model_dir: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import compose
     from harness.errors import HarnessError
     from harness.runs.plan import plan_run
+    from helpers import compose
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="use one or the other"):

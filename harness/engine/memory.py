@@ -13,9 +13,10 @@ import torch
 SAMPLE_EVERY_S = 0.05  # reading /proc/self/statm costs microseconds; 20 reads a second are free
 
 
-def memory_in_use_mb(device: torch.device) -> float:
+def memory_in_use_mb(device: torch.device | str) -> float:
     """Peak allocated memory on CUDA; elsewhere the process's resident set now (Linux). (The process's all-time
     peak RSS would also count earlier jobs of a multirun.)"""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
@@ -51,8 +52,9 @@ class PeakMemory:
             if self._stop.wait(SAMPLE_EVERY_S):
                 return
 
-    def peak_mb(self, device: torch.device) -> float:
-        """The peak so far, in MiB, for the device the model runs on."""
+    def peak_mb(self, device: torch.device | str) -> float:
+        """The peak so far, in MiB, for the device the model runs on (a backend's device_name)."""
+        device = torch.device(device) if str(device).split(":")[0] in ("cpu", "cuda", "mps") else torch.device("cpu")
         if device.type == "cuda":
             return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         return round(max(self._peak_resident, memory_in_use_mb(device)), 1)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import in_headless_browser, report, write_run
 
 from harness.inputs.registry import TaskGroup
 from harness.report.board import main_metrics, model_boards
 from harness.report.load import load_predictions, load_records
 from harness.report.stats import separable_ranks
+from helpers import in_headless_browser, report, write_run
 
 # (task, model) -> items right at k=0. t1: a and b differ on one item (no test separates them), c is far
 # behind; t2: a and b right on the same items.

@@ -12,10 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose, run_in_process
 from harness.config import AnswerConfig, ModelConfig
 from harness.engine.generation import cut_at_stop, generate_texts
-from harness.engine.hf.backend import load_language_model
+from harness.engine.hf.loading import load_backend
 from harness.engine.request import build_requests
 from harness.inputs.data import _to_examples, load_split
 from harness.inputs.prompts import build_prompt, load_template
@@ -23,6 +22,7 @@ from harness.inputs.registry import load_task_node, task_files
 from harness.metrics.functions import matching_answer
 from harness.runs import records
 from harness.runs.plan import plan_run
+from helpers import compose, run_in_process, write_short_answer_task
 
 
 def _task(name: str):
@@ -61,7 +61,7 @@ def test_answers_are_cut_at_the_first_stop_string_and_normalised_as_exact_match(
 
 def test_generated_texts_equal_a_one_row_greedy_loop(tiny_llama_dir: Path) -> None:
     """Left-padded batches and stop strings change nothing but where the text is cut."""
-    lm = load_language_model(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
+    lm = load_backend(ModelConfig(name="tiny", path=str(tiny_llama_dir)), "cpu")
     task = _task("triviaqa")
     template = load_template(task, "lmeval")
     rows = [{"question_id": f"q{i}", "question": q, "answer": {"aliases": ["x"]}} for i, q in
@@ -83,26 +83,9 @@ def test_generated_texts_equal_a_one_row_greedy_loop(tiny_llama_dir: Path) -> No
     assert texts == [text.split(stop, 1)[0] for text in expected]
 
 
-def _short_answer_root(tmp_path: Path, name: str, rows: list[tuple[str, list[str]]], settings: str) -> Path:
-    """A HARNESS_PATH root with a short-answer task `name` over (question, accepted answers) rows; `settings`
-    is its metrics and answer YAML; template "Q: ...\\nA: ..."."""
-    root = tmp_path / "root"
-    (root / "data").mkdir(parents=True)
-    lines = [json.dumps({"question": question, "answers": answers}) + "\n" for question, answers in rows]
-    (root / "data" / "qa.jsonl").write_text("".join(lines))
-    (root / "tasks").mkdir()
-    (root / "tasks" / f"{name}.yaml").write_text(
-        f"name: {name}\nkind: generate\nfields: [question]\ndemo_split: qa\neval_split: qa\ndefault_template: qa\n"
-        f"{settings}data_dir: {root / 'data'}\nfiles:\n  splits: {{qa: qa.jsonl}}\n"
-        "  columns: {choices: answers, gold: '0'}\n")
-    (root / "prompts" / name).mkdir(parents=True)
-    (root / "prompts" / name / "qa.yaml").write_text('example: "Q: {{ question }}\\nA: {{ answer }}"\n')
-    return root
-
-
 def test_a_short_answer_run_end_to_end(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
     rows = [("Who wrote Hamlet", ["Shakespeare"]), ("Sky colour", ["blue"]), ("Capital of France", ["Paris", "paris city"])]
-    root = _short_answer_root(tmp_path, "toyqa", rows, "metrics: [exact_match]\n"
+    root = write_short_answer_task(tmp_path, "toyqa", rows, "metrics: [exact_match]\n"
                               "answer: {until: [\"\\n\"], max_new_tokens: 4, ignore_case: true}\n")
     monkeypatch.setenv("HARNESS_PATH", str(root))
     result = run_in_process("task=toyqa", f"model={tiny_llama_dir}", "shots=1", "demos=first_n",
@@ -161,7 +144,7 @@ def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_d
     from harness.errors import HarnessError
     from harness.metrics.functions import check_metrics
 
-    root = _short_answer_root(tmp_path, "sums", [("Two plus two", ["#### 4"]), ("Three times one", ["#### 3"])],
+    root = write_short_answer_task(tmp_path, "sums", [("Two plus two", ["#### 4"]), ("Three times one", ["#### 3"])],
                               "metrics: [exact_match, exact_match_last]\n"
                               "answer: {until: [\"\\n\"], max_new_tokens: 6, regexes_to_ignore: ['(?s).*#### '],\n"
                               "         filters: {last: {regex: '(\\w+)', group_select: -1, fallback: none}}}\n")
@@ -185,7 +168,7 @@ def _task_of(root: Path):
 
 def test_a_filter_that_is_no_regular_expression_fails_before_generation(tmp_path: Path, harness_env: dict,
                                                                          tiny_llama_dir: Path) -> None:
-    from conftest import run_cli
+    from helpers import run_cli
 
     done = run_cli("run", "task=gsm8k", f"model={tiny_llama_dir}", "task.answer.filters.strict.regex='#### ([0-9'",
                    "limit=1", f"output_dir={tmp_path}", env=harness_env, cwd=tmp_path)
@@ -197,7 +180,7 @@ def test_records_of_short_answer_runs_under_other_answer_rules_are_not_reused(
         tmp_path: Path, monkeypatch, harness_env: dict, task_root: Path, tiny_llama_dir: Path) -> None:
     """How a short answer is cut and compared is in the run key of kind: generate tasks (records.ANSWER_RULES),
     and only theirs: a rule change leaves the records of other tasks valid."""
-    root = _short_answer_root(tmp_path, "qa", [("Two plus two", ["4"]), ("Three", ["3"])], "metrics: [exact_match]\n")
+    root = write_short_answer_task(tmp_path, "qa", [("Two plus two", ["4"]), ("Three", ["3"])], "metrics: [exact_match]\n")
     monkeypatch.setenv("HARNESS_PATH", os.pathsep.join([str(root), str(task_root)]))
 
     def keys() -> list[str]:
