@@ -1,7 +1,9 @@
 """Structured configs: the schema of everything a run can be told.
 
-Hydra composes a RunConfig from the config groups task/ (the YAML files in tasks/),
-model/ (harness/conf/model) and method/ (harness/conf/method), then command-line overrides.
+Hydra composes a RunConfig from the config groups task/ (the YAML files in tasks/), model/ (harness/conf/model)
+and method/ (the registered methods' defaults, harness/finetune/), then command-line overrides. Settings whose
+values are registered objects (a task's kind, the method, the calibration, the model's backend) are names here,
+checked against their registries when the run is planned.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 
-class Choice(str, Enum):
+class Enumerated(str, Enum):
     """A setting with a fixed set of values: Hydra rejects any other value when it composes the config,
     and the value compares equal to its string ("rank")."""
 
@@ -24,33 +26,18 @@ class Choice(str, Enum):
         return format(self.value, spec)
 
 
-class Method(Choice):
-    icl = "icl"  # in-context learning: the k examples in the prompt
-    lora = "lora"
-    ia3 = "ia3"
-    prompt_tuning = "prompt_tuning"
-    bitfit = "bitfit"
-    full = "full"
-
-
-class Scorer(Choice):
+class Scorer(Enumerated):
     rank = "rank"  # log-prob of each label's verbalizer after the prompt
     channel = "channel"  # log-prob of the input after each label's verbalizer (channel_* templates)
     generate = "generate"  # greedy decoding parsed to a label
 
 
-class Calibration(Choice):
-    none = "none"
-    contextual = "contextual"  # Zhao et al. 2021
-    pmi = "pmi"  # domain-conditional PMI, Holtzman et al. 2021
-
-
-class Normalize(Choice):
+class Normalize(Enumerated):
     sum = "sum"  # total log-prob of the verbalizer
     mean = "mean"  # per token
 
 
-class Demos(Choice):
+class Demos(Enumerated):
     random = "random"
     balanced = "balanced"  # k // L per label, the remainder to random labels, shuffled
     first_n = "first_n"  # the pool's first k, for every seed
@@ -63,14 +50,14 @@ class Demos(Choice):
 RETRIEVAL_DEMOS = (Demos.bm25, Demos.tfidf, Demos.embedding)
 
 
-class Device(Choice):
+class Device(Enumerated):
     auto = "auto"  # cuda, then mps, then cpu
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
 
 
-class DeviceMap(Choice):
+class DeviceMap(Enumerated):
     """accelerate's placement of a model across devices (model.device_map)."""
 
     auto = "auto"  # fill the GPUs in order (keeping room on the first), then CPU memory, then disk
@@ -79,26 +66,13 @@ class DeviceMap(Choice):
     sequential = "sequential"  # fill each GPU before the next
 
 
-class Dtype(Choice):
+class Dtype(Enumerated):
     """The dtype the weights are loaded in (model.dtype)."""
 
     auto = "auto"  # float32 on CPU, bfloat16 on CUDA
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
-
-
-class TaskKind(Choice):
-    classify = "classify"  # one fixed set of labels for every item (sentiment, topic, NLI)
-    choice = "choice"  # every item brings its own answer options (ARC, HellaSwag, PIQA, MMLU, ...)
-    cloze = "cloze"  # every item has one right continuation, scored alone (LAMBADA: greedy accuracy, perplexity)
-    generate = "generate"  # every item has short answers (several accepted): greedy generation, exact match
-    perplexity = "perplexity"  # every item is a text: its rolling log-likelihood (word/byte perplexity, bits per byte)
-
-    @property
-    def item_answers(self) -> bool:
-        """Items bring their own answers (columns `choices` and `gold`) rather than one of the task's labels."""
-        return self not in (TaskKind.classify, TaskKind.perplexity)
 
 
 @dataclass
@@ -157,7 +131,7 @@ class AnswerConfig:
 class TaskConfig:
     name: str = MISSING
     description: str = ""
-    kind: TaskKind = TaskKind.classify
+    kind: str = "classify"  # a registered task kind (harness/kinds/; `python -m harness list` names them)
     fields: List[str] = MISSING  # the input fields templates may use
     labels: Dict[str, str] = field(default_factory=dict)  # classify: label name -> default verbalizer, in order
     demo_split: str = "train"  # demonstrations (and fine-tuning examples) are drawn from here
@@ -204,7 +178,7 @@ class ModelConfig:
 class MethodConfig:
     """How the model learns from the k examples: in context (icl) or by light fine-tuning."""
 
-    name: Method = Method.icl
+    name: str = "icl"  # a registered method (harness/finetune/): icl, or a fine-tuning method
     learning_rate: float = 0.0
     steps: int = 0  # optimizer steps
     batch_size: int = 8  # training examples per step (at most k)
@@ -239,7 +213,7 @@ class RunConfig:
     subsample: Optional[int] = None  # score a fixed random N of the evaluation split (seed 0: the same for every run)
     limit: Optional[int] = None  # score only the first N evaluation examples (after subsample)
     scorer: Scorer = Scorer.rank
-    calibration: Calibration = Calibration.none
+    calibration: str = "none"  # a registered calibration of rank classification (harness/kinds/calibration.py)
     content_free_inputs: List[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
     normalize: Normalize = Normalize.sum  # rank scorer
     max_new_tokens: int = 8  # generate scorer

@@ -222,6 +222,31 @@ def write_short_answer_task(tmp_path: Path, name: str, rows: list[tuple[str, lis
 
 
 
+DOCUMENTS = [
+    "a joyful film and a fine plot, the acting was very good. It was great. A great one.",
+    "boring and too long",
+    "I loved every minute. The film was a good one and the plot was bad, but the acting was very good. " * 3,
+    "",
+]
+
+
+def write_documents_task(tmp_path: Path) -> Path:
+    """A HARNESS_PATH root with a perplexity task over DOCUMENTS (words and bytes counted on a raw column)."""
+    root = tmp_path / "root"
+    (root / "tasks").mkdir(parents=True)
+    (root / "prompts" / "docs").mkdir(parents=True)
+    data = root / "data"
+    data.mkdir()
+    rows = [{"raw": text, "text": text.replace(" , ", ", ")} for text in DOCUMENTS]
+    (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (root / "tasks" / "docs.yaml").write_text(
+        "name: docs\nkind: perplexity\nfields: [text, raw]\ndemo_split: test\neval_split: test\n"
+        f"default_template: whole\nmetrics: [word_perplexity, byte_perplexity, bits_per_byte]\nunits_field: raw\n"
+        f"data_dir: {data}\nfiles:\n  splits: {{test: test.jsonl}}\n")
+    (root / "prompts" / "docs" / "whole.yaml").write_text('example: "{{ text }}"\n')
+    return root
+
+
 # --- run records written by hand, as harness.runs.run writes them ---------------------------------------------
 
 ITEMS = [f"i{n}" for n in range(10)]
@@ -287,8 +312,8 @@ def compose(*overrides: str):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    from harness.cli.configs import register_configs
     from harness.cli.run import CONFIG_DIR, _expand_model_override
-    from harness.inputs.registry import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -21,7 +21,8 @@ from harness.errors import HarnessError
 from harness.inputs.data import _to_examples, load_split
 from harness.inputs.prompts import build_prompt, load_template
 from harness.inputs.registry import load_task_node, task_files
-from harness.metrics.functions import cloze_metrics
+from harness.metrics.functions import NO_LABEL
+from harness.metrics.registry import MetricInputs, measure_all
 from helpers import run_in_process
 
 
@@ -82,8 +83,9 @@ def test_greedy_flag_equals_a_full_recompute(architecture: str, tiny_model_dir: 
 
 def test_acc_and_perplexity_by_hand() -> None:
     loglikelihoods = [-0.5, -2.0, -4.5, -1.0]
-    metrics, stderr = cloze_metrics(["acc", "perplexity", "bits_per_byte"], [True, False, True, True], loglikelihoods,
-                                    [4, 6, 5, 5])
+    greedy = [0, NO_LABEL, 0, 0]  # the gold when the target is the greedy continuation, as the cloze kind predicts
+    metrics, stderr = measure_all(["acc", "perplexity", "bits_per_byte"], MetricInputs(
+        predictions=greedy, references=[0, 0, 0, 0], loglikelihoods=loglikelihoods, text_bytes=[4, 6, 5, 5]))
     assert metrics["acc"] == 0.75
     assert metrics["perplexity"] == pytest.approx(math.exp(2.0))  # exp(-mean(-0.5, -2, -4.5, -1))
     assert stderr["acc"] == pytest.approx(np.std([1, 0, 1, 1], ddof=1) / 2)

@@ -9,7 +9,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.inputs.data import Example
 from harness.inputs.demos import select_demonstrations
-from harness.metrics.functions import compute_metrics
+from harness.metrics.registry import MetricInputs, measure_all
 
 POOL = [Example(f"e{i}", {"text": str(i)}, "pos" if i % 3 else "neg") for i in range(30)]
 
@@ -49,7 +49,7 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
     predictions = [0, 0, 1, 1, 2, 0]
     references = [0, 1, 1, 1, 2, 2]
     # per-label F1: label 0: tp1 fp2 fn0 -> 2/4; label 1: tp2 fp0 fn1 -> 4/5; label 2: tp1 fp0 fn1 -> 2/3
-    result = compute_metrics(["accuracy", "macro_f1"], predictions, references)
+    result, _ = measure_all(["accuracy", "macro_f1"], MetricInputs(predictions=predictions, references=references))
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
 
@@ -57,4 +57,4 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
 def test_other_metric_names_go_to_evaluate_on_the_hub() -> None:
     # HF_HUB_OFFLINE=1 in the tests: a hub metric fails in one line, naming the built-in ones
     with pytest.raises(HarnessError, match="metric 'bleu' is not available locally.*built-in metrics: accuracy"):
-        compute_metrics(["accuracy", "bleu"], [0, 1], [0, 1])
+        measure_all(["accuracy", "bleu"], MetricInputs(predictions=[0, 1], references=[0, 1]))

@@ -258,7 +258,7 @@ def test_pmi_and_channel_runs(tmp_path: Path, harness_env: dict, tiny_model_dir:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["scorer=channel"], "scorer=channel needs a template that puts {{ answer }} before the input"),
     (["template=channel"], "template 'channel' puts the answer before the input"),
-    (["calibration=platt"], "Invalid value 'platt', expected one of [none, contextual, pmi]"),
+    (["calibration=platt"], "unknown calibration 'platt' (calibrations: none, contextual, pmi)"),
     (["calibration=contextual", "scorer=generate"], "calibration=contextual applies to scorer=rank"),
     (["method=lora", "shots=2", "demos=tfidf"], "fine-tuning needs one training set"),
     (["shots=2", "demos=ids", "demo_ids=[tr0]"], "exactly shots=2"),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.lmeval_import import find_results_files, load_samples, read_results_file
 from harness.report.load import load_records
-from harness.runs.lmeval_export import find_results_files, load_samples, read_results_file
 from helpers import REPO, report, run_in_process, write_run
 
 # written by lm-evaluation-harness 0.4.13 (benchmarks/lmeval_files.py): SmolLM2-135M-Instruct on 10 COPA items
@@ -86,3 +86,21 @@ def test_lmeval_option_and_unreadable_files(tmp_path: Path, capsys: pytest.Captu
     assert "results_x.json: not an lm-evaluation-harness results file" in err
     code, _, err = report(capsys, str(results), f"lmeval={tmp_path / 'absent'}")
     assert code != 0 and "do not exist" in err
+
+
+def test_a_perplexity_run_is_exported_as_rolling_log_likelihood_and_lower_is_better(tmp_path: Path, harness_env: dict,
+                                                                                   tiny_llama_dir: Path, monkeypatch):
+    """Two lists that had drifted apart (issue 24): word_perplexity and byte_perplexity were written as
+    higher-is-better, and a perplexity run as multiple_choice. Both now come from the registries."""
+    from helpers import write_documents_task
+
+    monkeypatch.setenv("HARNESS_PATH", str(write_documents_task(tmp_path)))
+    result = run_in_process("task=docs", f"model={tiny_llama_dir}", "model.max_length=12", "lmeval_results=true",
+                            f"output_dir={tmp_path / 'out'}")
+    [results_file] = (result.run_dir / "lm-eval").glob("results_*.json")
+    exported = json.loads(results_file.read_text())
+    assert exported["configs"]["docs"]["output_type"] == "loglikelihood_rolling"
+    assert exported["higher_is_better"]["docs"] == {"word_perplexity": False, "byte_perplexity": False,
+                                                    "bits_per_byte": False}
+    assert all(not entry["higher_is_better"] for entry in exported["configs"]["docs"]["metric_list"])
+    assert exported["results"]["docs"]["word_perplexity,none"] == result.record.metrics["word_perplexity"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.config import ModelConfig, TaskKind
+from harness.config import ModelConfig
 from harness.engine.hf.loading import load_backend
 from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError
@@ -22,8 +22,9 @@ from harness.inputs.data import Example, _to_examples, load_split
 from harness.inputs.demos import demonstrations_per_example
 from harness.inputs.prompts import build_partial_prompts, build_prompt, gold_sequence, load_template
 from harness.inputs.registry import load_task_node, task_files
-from harness.kinds.multiple_choice import choose, score_choices
-from harness.runs.execute import Predicted, measure
+from harness.kinds.base import Predicted, task_kind
+from harness.kinds.multiple_choice import score_choices
+from harness.metrics.functions import best_option as choose
 from helpers import run_in_process
 
 
@@ -159,14 +160,13 @@ def test_acc_acc_norm_and_acc_bytes_by_hand() -> None:
 
 
 def test_per_subject_metrics_and_their_macro_average_by_hand() -> None:
-    task = SimpleNamespace(kind=TaskKind.choice, metrics=["acc"], metrics_by="subject")
+    task = SimpleNamespace(kind="choice", metrics=["acc"], metrics_by="subject")
     subjects = ["a", "a", "a", "a", "b", "b"]
     examples = [Example(f"i{i}", {"subject": s}, "0", ("x", "y"), 0) for i, s in enumerate(subjects)]
     chosen = [0, 0, 0, 1, 1, 1]  # a: 3 of 4 right, b: 0 of 2
-    predicted = Predicted(requests=[], predictions=chosen, details=[], probabilities=None, uncalibrated=None,
-                          calibration_scores=None, stats=ScoringStats(0, 0, 0.0), inference_tokens=0,
-                          chosen={"acc": chosen})
-    measured = measure(task, [], examples, predicted)
+    predicted = Predicted(requests=[], predictions=chosen, details=[], stats=ScoringStats(0, 0, 0.0),
+                          inference_tokens=0, chosen={"acc": chosen})
+    measured = task_kind(task.kind).measure(task, [], examples, predicted)
     assert measured.metrics == {"acc": 0.5, "acc_macro": (0.75 + 0.0) / 2}  # micro: 3 of 6; macro: per subject
     assert measured.by == {"a": {"acc": 0.75, "n": 4}, "b": {"acc": 0.0, "n": 2}}
     # sample standard deviation of per-item correctness over sqrt(n), as lm-evaluation-harness
@@ -250,7 +250,7 @@ def test_mutual_information_subtracts_each_options_log_likelihood_without_contex
     plain = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False)
     requests = []
     result = score_choices(lm, template, items, demos, batch_size=2, prefix_cache=True, progress=False,
-                           open_journal=lambda r: requests.extend(r), mutual_info=True)
+                           open_journal=lambda r: requests.extend(r), unconditional=["acc_mutual_info"])
     # one unconditional request per distinct option (items 1 and "again" have the same), after the items' own
     options = {option for request in requests[: len(items)] for option in request.continuation_ids}
     assert len(options) == sum(len(item.choices) for item in items[:-1]) - 1  # "cheered" is in two items

@@ -110,20 +110,23 @@ def test_paired_statistics_on_arrays() -> None:
 
 
 def test_weighted_macro_f1_matches_the_metric_module() -> None:
-    from harness.metrics.functions import NO_LABEL, compute_metrics
+    from harness.metrics.functions import NO_LABEL
+    from harness.metrics.registry import MetricInputs, measure_all
 
     rng = np.random.default_rng(1)
     gold = rng.integers(0, 3, size=40)
     predicted = np.where(rng.random(40) < 0.1, NO_LABEL, rng.integers(0, 3, size=40))
     predicted[predicted == 2] = 1  # label 2 never predicted: its F1 counts as 0
-    expected = compute_metrics(["accuracy", "macro_f1"], predicted.tolist(), gold.tolist())
+    expected, _ = measure_all(["accuracy", "macro_f1"], MetricInputs(predictions=predicted.tolist(),
+                                                                     references=gold.tolist()))
     ones = np.ones((1, 40))
     assert weighted_metric("macro_f1", ones, gold, predicted)[0] == pytest.approx(expected["macro_f1"])
     assert weighted_metric("accuracy", ones, gold, predicted)[0] == pytest.approx(expected["accuracy"])
     drawn = np.zeros((1, 40))
     drawn[0, :10] = 2  # a resample: the first ten items twice each
     assert weighted_metric("macro_f1", drawn, gold, predicted)[0] == pytest.approx(
-        compute_metrics(["macro_f1"], predicted[:10].tolist(), gold[:10].tolist())["macro_f1"])
+        measure_all(["macro_f1"], MetricInputs(predictions=predicted[:10].tolist(),
+                                               references=gold[:10].tolist()))[0]["macro_f1"])
 
 
 def test_break_even_and_win_rates() -> None:
@@ -203,7 +206,8 @@ def test_a_setting_older_records_lack_does_not_split_them(tmp_path: Path, capsys
     (["missing"], "error: results directory '{root}/missing' does not exist"),
     (["empty"], "error: no valid run records in '{root}/empty'"),
     (["results", "tsk=toy"], "error: unknown filter key 'tsk'"),
-    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes, acc_mutual_info, exact_match, exact_match_strict, exact_match_flexible, word_perplexity, byte_perplexity, bits_per_byte)"),
+    (["results", "metric=f1"], "error: unknown metric 'f1' (choose from: accuracy, macro_f1, acc, acc_norm, acc_bytes, "
+     "acc_mutual_info, exact_match, perplexity, word_perplexity, byte_perplexity, bits_per_byte, exact_match_<filter>)"),
     (["results", "task=sst2"], "error: no run has task=sst2 (values: toy)"),
     (["results", "group=task,flavour"], "error: cannot group by 'flavour'"),
     (["results", "--verbose"], "error: unknown flag '--verbose'"),

@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.engine.rolling import rolling_windows
-from helpers import compose, run_cli
-
-DOCUMENTS = [
-    "a joyful film and a fine plot, the acting was very good. It was great. A great one.",
-    "boring and too long",
-    "I loved every minute. The film was a good one and the plot was bad, but the acting was very good. " * 3,
-    "",
-]
+from helpers import DOCUMENTS, compose, run_cli, write_documents_task
 
 
 def test_windows_cover_every_token_once_in_order() -> None:
@@ -71,28 +64,11 @@ def test_documents_score_as_plain_forward_passes(tiny_llama_dir: Path, window: i
         assert max(scores.windows) > 3  # the long text really was cut
 
 
-def _documents_root(tmp_path: Path) -> Path:
-    """A HARNESS_PATH root with a perplexity task over DOCUMENTS (words and bytes counted on a raw column)."""
-    root = tmp_path / "root"
-    (root / "tasks").mkdir(parents=True)
-    (root / "prompts" / "docs").mkdir(parents=True)
-    data = root / "data"
-    data.mkdir()
-    rows = [{"raw": text, "text": text.replace(" , ", ", ")} for text in DOCUMENTS]
-    (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (root / "tasks" / "docs.yaml").write_text(
-        "name: docs\nkind: perplexity\nfields: [text, raw]\ndemo_split: test\neval_split: test\n"
-        f"default_template: whole\nmetrics: [word_perplexity, byte_perplexity, bits_per_byte]\nunits_field: raw\n"
-        f"data_dir: {data}\nfiles:\n  splits: {{test: test.jsonl}}\n")
-    (root / "prompts" / "docs" / "whole.yaml").write_text('example: "{{ text }}"\n')
-    return root
-
-
 def test_a_perplexity_run_records_the_corpus_metrics(tmp_path: Path, harness_env: dict, tiny_llama_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from helpers import read_record, run_in_process
 
-    monkeypatch.setenv("HARNESS_PATH", str(_documents_root(tmp_path)))
+    monkeypatch.setenv("HARNESS_PATH", str(write_documents_task(tmp_path)))
     done = run_in_process("task=docs", f"model={tiny_llama_dir}", "model.max_length=12",
                           f"output_dir={tmp_path / 'out'}")
     rows = [json.loads(line) for line in (done.run_dir / "predictions.jsonl").read_text().splitlines()]
@@ -118,7 +94,7 @@ def test_a_perplexity_run_records_the_corpus_metrics(tmp_path: Path, harness_env
 @pytest.mark.parametrize("setting", ["shots=2", "method=lora", "calibration=contextual"])
 def test_a_perplexity_task_refuses_what_does_not_apply(tmp_path: Path, harness_env: dict, tiny_model_dir: Path,
                                                        setting: str) -> None:
-    env = {**harness_env, "HARNESS_PATH": str(_documents_root(tmp_path))}
+    env = {**harness_env, "HARNESS_PATH": str(write_documents_task(tmp_path))}
     done = run_cli("run", "task=docs", f"model={tiny_model_dir}", setting, f"output_dir={tmp_path}", env=env,
                    cwd=tmp_path)
     assert done.returncode == 2 and "scores whole texts by their rolling log-likelihood" in done.stderr, done.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ from harness.engine.request import build_requests
 from harness.inputs.data import _to_examples, load_split
 from harness.inputs.prompts import build_prompt, load_template
 from harness.inputs.registry import load_task_node, task_files
+from harness.kinds.short_answer import ShortAnswerKind
 from harness.metrics.functions import matching_answer
-from harness.runs import records
 from harness.runs.plan import plan_run
 from helpers import compose, run_in_process, write_short_answer_task
 
@@ -142,7 +143,8 @@ def test_gsm8k_renders_lm_evaluation_harness_prompt() -> None:
 
 def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_dir: Path, harness_env: dict) -> None:
     from harness.errors import HarnessError
-    from harness.metrics.functions import check_metrics
+    from harness.kinds.base import task_kind
+    from harness.runs.plan import check_metrics
 
     root = write_short_answer_task(tmp_path, "sums", [("Two plus two", ["#### 4"]), ("Three times one", ["#### 3"])],
                               "metrics: [exact_match, exact_match_last]\n"
@@ -159,7 +161,8 @@ def test_named_answer_filters_in_a_run(tmp_path: Path, monkeypatch, tiny_llama_d
         row["extracted"]["last"] == expected for row, expected in zip(predictions, ["4", "3"])]
     assert result.record.metrics["exact_match_last"] == last_right and "exact_match_last" in result.record.stderr
     with pytest.raises(HarnessError, match="metrics are exact_match, exact_match_last; not exact_match_first"):
-        check_metrics(["exact_match_first"], _task_of(root).kind, _task_of(root).answer)
+        task = _task_of(root)
+        check_metrics(task_kind(task.kind), replace(task, metrics=["exact_match_first"]))
 
 
 def _task_of(root: Path):
@@ -178,7 +181,7 @@ def test_a_filter_that_is_no_regular_expression_fails_before_generation(tmp_path
 
 def test_records_of_short_answer_runs_under_other_answer_rules_are_not_reused(
         tmp_path: Path, monkeypatch, harness_env: dict, task_root: Path, tiny_llama_dir: Path) -> None:
-    """How a short answer is cut and compared is in the run key of kind: generate tasks (records.ANSWER_RULES),
+    """How a short answer is cut and compared is in the run key of kind: generate tasks (the kind's answer_rules),
     and only theirs: a rule change leaves the records of other tasks valid."""
     root = write_short_answer_task(tmp_path, "qa", [("Two plus two", ["4"]), ("Three", ["3"])], "metrics: [exact_match]\n")
     monkeypatch.setenv("HARNESS_PATH", os.pathsep.join([str(root), str(task_root)]))
@@ -187,6 +190,6 @@ def test_records_of_short_answer_runs_under_other_answer_rules_are_not_reused(
         return [plan_run(compose(f"task={task}", f"model={tiny_llama_dir}")).key for task in ("qa", "toy")]
 
     short_answer, labels = keys()
-    monkeypatch.setattr(records, "ANSWER_RULES", records.ANSWER_RULES - 1)
+    monkeypatch.setattr(ShortAnswerKind, "answer_rules", ShortAnswerKind.answer_rules - 1)
     short_answer_then, labels_then = keys()
     assert short_answer_then != short_answer and labels_then == labels

@@ -82,9 +82,9 @@ def test_slurm_launcher_config_composes(tmp_path: Path, harness_env: dict) -> No
 def test_launcher_overrides_pass_the_up_front_check(harness_env: dict) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[sweep]'")
+    from harness.cli.configs import register_configs
     from harness.cli.run import _check_overrides
     from harness.errors import HarnessError
-    from harness.inputs.registry import register_configs
 
     register_configs()
     _check_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "shots=0,4"], multirun=True)

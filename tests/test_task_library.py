@@ -244,8 +244,8 @@ def test_one_shot_prompt_renders_exactly(task_name: str, template_name: str) -> 
 def test_task_composes_and_names_its_sources(task_name: str) -> None:
     from hydra import compose, initialize_config_dir
 
+    from harness.cli.configs import register_configs
     from harness.cli.run import CONFIG_DIR
-    from harness.inputs.registry import register_configs
 
     task = _task(task_name)
     assert task.name == task_name and task.description and len(task.labels) >= 2

@@ -1,0 +1,1 @@
+"""The commands (`python -m harness run | list | report | sensitivity | cache`), on top of every other step."""

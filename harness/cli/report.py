@@ -12,10 +12,12 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
 from harness.inputs.registry import group_files, load_group
+from harness.metrics.registry import METRICS, choosable
+from harness.metrics.registry import title as metric_title
 from harness.report import plots, render, studies, tables
 from harness.report.board import ModelBoard, model_boards
+from harness.report.lmeval_import import is_imported
 from harness.report.load import IDENTITY, as_text, load_predictions, load_records
-from harness.runs.lmeval_export import is_imported
 from harness.runs.study import Study, read_studies
 
 USAGE = """usage: python -m harness report [results_dir] [key=value ...]
@@ -71,8 +73,8 @@ def report_command(arguments: list[str]) -> int:
               "(model names end in \"(lm-eval ...)\")", file=sys.stderr)
     runs, settings = _select(records.runs, records.settings, options.filters)
     if options.metric is None:  # the first metric the runs recorded: accuracy, or a multiple-choice task's acc
-        options.metric = next((m for m in tables.METRICS if runs[m].notna().any()), tables.METRICS[0])
-    if runs[options.metric].isna().all():
+        options.metric = next(iter(tables.metrics_to_choose(runs)), "accuracy")
+    if options.metric not in runs or runs[options.metric].isna().all():
         raise HarnessError(f"no run in {options.results_dir} recorded {options.metric}")
     group = tables.grouping(options.group, tables.differing_settings(runs, settings))
     unknown = [key for key in group if key not in IDENTITY and key not in settings.columns]
@@ -99,7 +101,7 @@ def report_command(arguments: list[str]) -> int:
     parts = (render.board_sections(boards) + render.sections(summary, comparison, leaderboard, keys, options.metric)
              + studies.sections(recorded))
     figures = [render.Figure(caption, png) for caption, png in (
-        (f"{render.METRIC_NAMES[options.metric]} against k, ± one standard deviation over seeds",
+        (f"{metric_title(options.metric)} against k, ± one standard deviation over seeds",
          plots.metric_vs_shots(summary, group, options.metric)),
         ("Fine-tuning minus ICL, with 95% paired-bootstrap intervals",
          plots.finetuning_vs_icl(comparison, group, options.metric)),
@@ -165,8 +167,9 @@ def parse_arguments(arguments: list[str]) -> ReportOptions:
         if not value:
             raise HarnessError(f"'{argument}' needs a value ({key}=...)")
         if key == "metric":
-            if value not in tables.METRICS:
-                raise HarnessError(f"unknown metric '{value}' (choose from: {', '.join(tables.METRICS)})")
+            if not choosable(value):
+                raise HarnessError(f"unknown metric '{value}' (choose from: "
+                                   f"{', '.join(name for name in METRICS if choosable(name))}, exact_match_<filter>)")
             options.metric = value
         elif key == "group":
             options.group = [part.strip() for part in value.split(",") if part.strip()]

@@ -16,19 +16,22 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from harness.cli.configs import register_configs
 from harness.config import RunConfig
+from harness.engine.backend import BACKENDS
 from harness.errors import HarnessError, RunInterrupted
+from harness.finetune.method import all_methods
 from harness.inputs.registry import (
     MODEL_CONFIG_DIR,
     group_files,
     load_group,
     load_task_node,
     model_names,
-    register_configs,
     task_files,
     task_problem,
     template_files,
 )
+from harness.kinds.base import Answers, all_kinds, task_kind
 from harness.runs.distributed import is_main_process
 from harness.runs.launch import relaunch, requested_processes
 from harness.runs.records import RunRecord
@@ -289,7 +292,7 @@ def list_command() -> int:
             continue
         source = ("files" if task.data_dir else "packaged" if task.packaged else "hub" if task.hub
                   else "corpus" if task.corpus else "?")
-        kind = f"{len(task.labels)} labels" if task.kind == "classify" else str(task.kind)
+        kind = f"{len(task.labels)} labels" if task_kind(task.kind).answers == Answers.label else str(task.kind)
         templates = [f"{t}*" if t == task.default_template else t for t in template_files(name)]
         print(f"  {name:<14} {kind}, {', '.join(task.metrics)}; {source}: {', '.join(templates) or '(no templates)'}")
     print("task groups (task=NAME runs each of its tasks; the report averages the metric named):")
@@ -305,6 +308,13 @@ def list_command() -> int:
         path = OmegaConf.load(MODEL_CONFIG_DIR / f"{name}.yaml").path
         print(f"  {name:<12} {path}")
     print("methods (method=NAME):")
-    for path in sorted((Path(CONFIG_DIR) / "method").glob("*.yaml")):
-        print(f"  {path.stem}")
+    for name, method in all_methods().items():
+        print(f"  {name:<14} {method.description}")
+    print("task kinds (kind: in a task file):")
+    for name, kind in all_kinds().items():
+        metrics = f"metrics: {', '.join(kind.metrics)}" if kind.metrics else "metrics as the task names them"
+        print(f"  {name:<14} {kind.title} ({kind.answers.value} per item); {metrics}")
+    print("backends (model.backend=NAME):")
+    for name, spec in BACKENDS.items():
+        print(f"  {name:<14} {'trainable' if spec.trainable else 'inference only'}")
     return 0

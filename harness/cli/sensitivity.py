@@ -22,11 +22,12 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from harness.cli.configs import register_configs
 from harness.cli.run import CONFIG_DIR, run_command
-from harness.config import Method, RunConfig
+from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.finetune.method import all_methods, learning_method
 from harness.inputs.prompts import load_template
-from harness.inputs.registry import register_configs
 from harness.runs.plan import plan_run, templates_to_run
 from harness.runs.run import reusable
 from harness.runs.study import Cell, Condition, FactorSpec, Source, Study, write_study
@@ -66,7 +67,7 @@ class StudyOptions:
     sets: int = 5
     orders: int | None = None  # None: all permutations up to k = 4, else DEFAULT_ORDER_SAMPLE
     train_seeds: int = 3
-    methods: list[Method] = field(default_factory=lambda: [Method.icl])
+    methods: list[str] = field(default_factory=lambda: ["icl"])
     name: str | None = None
     dry_run: bool = False
     overrides: list[str] = field(default_factory=list)  # for `run`
@@ -155,11 +156,14 @@ def _set_option(options: StudyOptions, key: str, value: str) -> None:
     try:
         if key in ("vary", "methods") and not parts:  # `vary=`: an empty list would silently mean the defaults
             raise HarnessError(f"{key}= names no value; leave it out for the default, or name one or more of: "
-                               f"{', '.join(item.value for item in (Source if key == 'vary' else Method))}")
+                               f"{', '.join([source.value for source in Source] if key == 'vary' else all_methods())}")
         if key == "vary":
             options.vary = [Source(part) for part in parts]
         elif key == "methods":
-            options.methods = list(dict.fromkeys(Method(part) for part in parts))
+            unknown = [part for part in parts if part not in all_methods()]
+            if unknown:
+                raise ValueError
+            options.methods = list(dict.fromkeys(parts))
         elif key == "name":
             if not value or "/" in value or value.startswith("."):
                 raise ValueError
@@ -173,7 +177,7 @@ def _set_option(options: StudyOptions, key: str, value: str) -> None:
             if getattr(options, key) < 1:
                 raise ValueError
     except ValueError:
-        choices = {"vary": ", ".join(s.value for s in Source), "methods": ", ".join(m.value for m in Method),
+        choices = {"vary": ", ".join(s.value for s in Source), "methods": ", ".join(all_methods()),
                    "orders": "all or a positive number", "name": "a file name"}.get(key, "a positive number")
         raise HarnessError(f"bad {key}={value} (choose from: {choices})") from None
 
@@ -197,9 +201,9 @@ def _run_settings(overrides: list[str]) -> list[str]:
     return [o for o in _expand_model_override(overrides) if not o.startswith("hydra")]
 
 
-def design(method: Method, base: RunConfig, options: StudyOptions) -> list[FactorSpec]:
+def design(method: str, base: RunConfig, options: StudyOptions) -> list[FactorSpec]:
     """The factors a method varies, with their levels as command-line values."""
-    finetuning = method != Method.icl
+    finetuning = learning_method(method).trains
     vary = options.vary or ([Source.set, Source.train_seed] if finetuning else [Source.set, Source.order])
     if Source.template in vary and Source.label_words in vary:
         raise HarnessError("vary=template,label_words: label words belong to one template (each has its own); "
@@ -241,7 +245,7 @@ def orders(k: int, count: int | None) -> list[tuple[int, ...]]:
     return list(drawn)
 
 
-def plan_cells(method: Method, factors: list[FactorSpec], overrides: list[str], calibration: bool) -> list[PlannedCell]:
+def plan_cells(method: str, factors: list[FactorSpec], overrides: list[str], calibration: bool) -> list[PlannedCell]:
     """Every configuration of the method's design, planned as `run` would (no model): its run directory and
     whether its record is complete already."""
     settings = _run_settings(overrides)
@@ -255,7 +259,7 @@ def plan_cells(method: Method, factors: list[FactorSpec], overrides: list[str], 
     return cells
 
 
-def _conditions(method: Method, factors: list[FactorSpec], cells: list[PlannedCell], calibration: bool,
+def _conditions(method: str, factors: list[FactorSpec], cells: list[PlannedCell], calibration: bool,
                 fixed_calibration: str) -> list[Condition]:
     """The decompositions a method's runs give: one (each run's own predictions), or with calibration varied two
     from the same runs (the scores before and after contextual calibration)."""
@@ -270,8 +274,8 @@ def _conditions(method: Method, factors: list[FactorSpec], cells: list[PlannedCe
             for name, calibrated in variants]
 
 
-def _plan_text(name: str, base: RunConfig, factors: dict[Method, list[FactorSpec]],
-               cells: dict[Method, list[PlannedCell]], calibration: bool, output_dir: Path) -> str:
+def _plan_text(name: str, base: RunConfig, factors: dict[str, list[FactorSpec]],
+               cells: dict[str, list[PlannedCell]], calibration: bool, output_dir: Path) -> str:
     lines = [f"study {name}: task {base.task.name}, model {base.model.name}, {base.shots} shots"]
     total_pending, seconds, unknown = 0, 0.0, []
     for method, specs in factors.items():
@@ -299,7 +303,7 @@ def _plan_text(name: str, base: RunConfig, factors: dict[Method, list[FactorSpec
     return "\n".join(lines)
 
 
-def _typical_wall_time(output_dir: Path, base: RunConfig, method: Method) -> tuple[float, int] | None:
+def _typical_wall_time(output_dir: Path, base: RunConfig, method: str) -> tuple[float, int] | None:
     """Median wall time of the finished runs of this task, model, method and k in the output directory."""
     prefix = f"{base.task.name}__{base.model.name.replace('/', '--')}__{method}__{base.shots}shot__"
     times = []

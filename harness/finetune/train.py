@@ -4,8 +4,9 @@ Training is prompt-based (LM-BFF style): each example is rendered with the run's
 exactly as a zero-shot query, and the loss is the cross-entropy of its gold verbalizer tokens
 after the prompt. The tuned model is then scored by the same rank classification as ICL.
 
-After training, LoRA and IA3 adapters are merged into the weights and prompt tuning leaves a
-soft prompt on the HFBackend, so the one scorer serves every method.
+Each method (harness/finetune/<method>.py, registered in harness/finetune/method.py) says how the model trains
+and how it goes back to scoring form: LoRA and IA3 adapters are merged into the weights, prompt tuning leaves a
+soft prompt on the backend, so the one scorer serves every method.
 
 Training FLOPs are estimated as (4 N + 2 N_trainable) per token seen: forward 2N, the backward
 pass through activations 2N, and weight gradients 2 per trainable parameter (6N for full
@@ -18,27 +19,19 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers.pytorch_utils import Conv1D
 
 from harness.config import MethodConfig
 from harness.engine.hf.backend import HFBackend
 from harness.engine.memory import memory_in_use_mb
 from harness.errors import HarnessError
+from harness.finetune.method import ADAPTER_DIR, WEIGHTS_FILE, TrainingRecord, learning_method
 from harness.inputs.data import Example
 from harness.inputs.prompts import Template, gold_sequence
-from harness.runs.records import TrainingRecord
-
-ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
-WEIGHTS_FILE = "weights.safetensors"  # bitfit and full: the tensors that changed
-
-
-Finish = Callable[[Path | None], None]  # turns the trained model into scoring form, saving weights to a dir
 
 
 def finetune(
@@ -54,7 +47,7 @@ def finetune(
     torch.manual_seed(seed)
     sequences = _training_sequences(lm, template, examples)
     total = _parameter_count(lm.model)
-    model, finish = PREPARE[method.name](lm, method)
+    model, finish = learning_method(method.name).prepare(lm, method)
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable_count = sum(p.numel() for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=method.learning_rate, weight_decay=method.weight_decay)
@@ -143,124 +136,10 @@ def _parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
 
 
-def _uses_conv1d(model: torch.nn.Module) -> bool:
-    return any(isinstance(module, Conv1D) for module in model.modules())
-
-
-def _prepare_lora(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
-    from peft import LoraConfig
-
-    config = LoraConfig(r=method.rank, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                        target_modules=method.target_modules, fan_in_fan_out=_uses_conv1d(lm.model),
-                        task_type="CAUSAL_LM")
-    return _peft(lm, config)
-
-
-def _prepare_ia3(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
-    from peft import IA3Config
-
-    config = IA3Config(target_modules=method.target_modules, feedforward_modules=method.feedforward_modules,
-                       fan_in_fan_out=_uses_conv1d(lm.model), task_type="CAUSAL_LM")
-    return _peft(lm, config)
-
-
-def _peft(lm: HFBackend, config) -> tuple[torch.nn.Module, Finish]:
-    from peft import get_peft_model
-
-    try:
-        peft_model = get_peft_model(lm.model, config)
-    except ValueError as error:  # e.g. target modules not found in this architecture
-        raise HarnessError(f"cannot apply {config.peft_type.value}: {str(error).splitlines()[0]}") from None
-
-    def finish(save_dir: Path | None) -> None:
-        if save_dir is not None:
-            peft_model.save_pretrained(save_dir / ADAPTER_DIR)
-        lm.model = peft_model.merge_and_unload()  # plain weights again: the scorer needs no peft
-
-    return peft_model, finish
-
-
-def _prepare_prompt_tuning(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
-    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
-
-    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens,
-                                prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
-    peft_model = get_peft_model(lm.model, config)
-
-    def finish(save_dir: Path | None) -> None:
-        if save_dir is not None:
-            peft_model.save_pretrained(save_dir / ADAPTER_DIR)
-        soft_prompt = peft_model.get_prompt_embedding_to_save("default")
-        lm.model = peft_model.get_base_model()
-        lm.soft_prompt = soft_prompt.to(lm.device, lm.model.dtype)
-
-    return peft_model, finish
-
-
-def _add_missing_biases(model: torch.nn.Module) -> None:
-    """Llama-style linear layers have no biases: give them zero ones, which leave the outputs unchanged."""
-    output_layer = model.get_output_embeddings()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module.bias is None and module is not output_layer:
-            module.bias = torch.nn.Parameter(torch.zeros(module.out_features, dtype=module.weight.dtype,
-                                                         device=module.weight.device))
-
-
-def _prepare_bitfit(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
-    _add_missing_biases(lm.model)
-    for name, parameter in lm.model.named_parameters():
-        parameter.requires_grad = name.endswith("bias")
-    return lm.model, _save_trainable(lm.model)
-
-
-def _prepare_full(lm: HFBackend, method: MethodConfig) -> tuple[torch.nn.Module, Finish]:
-    for parameter in lm.model.parameters():
-        parameter.requires_grad = True
-    return lm.model, _save_trainable(lm.model)
-
-
-def _save_trainable(model: torch.nn.Module) -> Finish:
-    def finish(save_dir: Path | None) -> None:
-        if save_dir is not None:
-            changed = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-            save_dir.mkdir(parents=True, exist_ok=True)
-            save_file(changed, str(save_dir / WEIGHTS_FILE))
-        for parameter in model.parameters():
-            parameter.requires_grad = False
-
-    return finish
-
-
 def load_trained(lm: HFBackend, method_name: str, run_dir: Path) -> None:
     """Apply what a fine-tuning run saved in `run_dir` to a freshly loaded base model."""
-    if method_name in ("lora", "ia3", "prompt_tuning"):
-        from peft import PeftModel
-
-        peft_model = PeftModel.from_pretrained(lm.model, run_dir / ADAPTER_DIR)
-        if method_name == "prompt_tuning":
-            lm.soft_prompt = peft_model.get_prompt_embedding_to_save("default").to(lm.device, lm.model.dtype)
-            lm.model = peft_model.get_base_model()
-        else:
-            lm.model = peft_model.merge_and_unload()
-    elif method_name in ("bitfit", "full"):
-        if method_name == "bitfit":
-            _add_missing_biases(lm.model)
-        result = lm.model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILE), device=str(lm.device)), strict=False)
-        if result.unexpected_keys:
-            raise HarnessError(f"{run_dir / WEIGHTS_FILE} does not fit this model: {result.unexpected_keys[:3]}")
-    else:
-        raise HarnessError(f"method '{method_name}' saves no weights")
+    learning_method(method_name).load(lm, run_dir)
     lm.model.eval()
-
-
-# The fine-tuning methods (config.Method minus icl): how each makes the model trainable and back.
-PREPARE: dict[str, Callable[[HFBackend, MethodConfig], tuple[torch.nn.Module, Finish]]] = {
-    "lora": _prepare_lora,
-    "ia3": _prepare_ia3,
-    "prompt_tuning": _prepare_prompt_tuning,
-    "bitfit": _prepare_bitfit,
-    "full": _prepare_full,
-}
 
 
 def remove_trained(run_dir: Path) -> None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.config import PackagedSourceConfig, SourceConfig, TaskConfig, TaskKind
+from harness.config import PackagedSourceConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
 from harness.inputs.corpora import CORPORA
 from harness.inputs.expressions import compile_expression
+from harness.kinds.base import Answers, task_kind
 from harness.sources.hub import hub_offline_by_choice, require_hub
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -212,13 +213,14 @@ def _corpus_rows(task: TaskConfig, split: str) -> Iterable[dict[str, Any]]:
 def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Iterable[dict[str, Any]]) -> list[Example]:
     columns = {**source.columns, **source.split_columns.get(split, {})}
     where = f"task '{task.name}' split '{split}'"
-    answers = ("choices", "gold") if task.kind.item_answers else ("label",) if task.kind == TaskKind.classify else ()
+    kind = task_kind(task.kind).answers  # what an item brings besides its fields
+    answers = {Answers.options: ("choices", "gold"), Answers.label: ("label",), Answers.text: ()}[kind]
     keys = [*task.fields, *answers]
     getters = {key: _Getter(str(columns.get(key, key)), f"{where}, {key}") for key in keys}
     id_getter = _Getter(str(columns.get("id", "id")), f"{where}, id")
     label_names = {str(raw): name for raw, name in source.label_values.items()}
     unknown = set(label_names.values()) - set(task.labels)
-    if unknown and task.kind == TaskKind.classify:
+    if unknown and kind == Answers.label:
         raise HarnessError(f"task '{task.name}': label_values map to unknown labels {sorted(unknown)}")
     examples = []
     for index, row in enumerate(rows):
@@ -227,11 +229,11 @@ def _to_examples(task: TaskConfig, source: SourceConfig, split: str, rows: Itera
             raise HarnessError(f"{where}: column(s) {missing} not in the data (has: {', '.join(row)})")
         example_id = str(id_getter(row)) if not id_getter.column or id_getter.column in row else f"{split}-{index}"
         fields = {name: _field_value(getters[name](row)) for name in task.fields}
-        if task.kind.item_answers:
+        if kind == Answers.options:
             choices, gold = _choices(getters["choices"](row), getters["gold"](row), f"{where} row {index}")
             examples.append(Example(id=example_id, fields=fields, label=str(gold), choices=choices, gold=gold))
             continue
-        if task.kind == TaskKind.perplexity:  # a text to score, nothing to predict
+        if kind == Answers.text:  # a text to score, nothing to predict
             examples.append(Example(id=example_id, fields=fields, label=""))
             continue
         raw_label = str(getters["label"](row))

@@ -20,12 +20,13 @@ from typing import Any, Mapping, Sequence
 import jinja2
 from jinja2 import meta
 
-from harness.config import TaskConfig, TaskKind
+from harness.config import TaskConfig
 from harness.errors import HarnessError
 from harness.inputs.data import Example
 from harness.inputs.expressions import ENVIRONMENT
 from harness.inputs.registry import template_files
 from harness.inputs.safeyaml import load_yaml, read_bounded
+from harness.kinds.base import task_kind
 
 TEMPLATE_KEYS = {"description", "instruction", "example", "demonstration", "continuation", "separator", "answer_choices",
                  "label_words"}
@@ -129,7 +130,7 @@ def load_template(task: TaskConfig, name: str, label_words: str | None = None) -
             f"template '{name}' uses field(s) {missing} that task '{task.name}' does not have "
             f"(fields: {', '.join(task.fields)})"
         )
-    if task.kind == TaskKind.perplexity:  # the rendered example is the text scored: there is no answer
+    if not task_kind(task.kind).template_answer:  # the rendered example is the text scored: there is no answer
         if "answer" in everything or set(sources) - {"example"}:
             raise HarnessError(f"template {path} is for a perplexity task: its `example` renders the text scored, "
                                "with no {{ answer }} (and no instruction, demonstration or continuation)")

@@ -1,4 +1,4 @@
-"""Where tasks, templates and named models are found, and their registration with Hydra.
+"""Where tasks, templates, groups and named models are found.
 
 The built-in tasks are the repository's tasks/*.yaml, with templates in prompts/<task>/*.yaml and
 groups in groups/*.yaml (the wheel carries the three folders inside the package, see BUILTIN_ROOT).
@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.config import HubSourceConfig, PackagedSourceConfig, RunConfig, SourceConfig, TaskConfig
+from harness.config import HubSourceConfig, PackagedSourceConfig, SourceConfig, TaskConfig
 from harness.errors import HarnessError
 from harness.inputs.safeyaml import read_yaml_file
 
@@ -122,16 +121,3 @@ def task_problem(name: str) -> str | None:
     except HarnessError as error:
         return str(error)
     return None
-
-
-def register_configs() -> None:
-    """Task files go in as plain mappings: Hydra checks the chosen one against RunConfig.task when it composes,
-    so start-up does not validate every task. A file that does not even read as YAML is left out here (the
-    CLI names its problem when a run chooses it, and `list` marks it broken), so it fails only its own runs."""
-    store = ConfigStore.instance()
-    store.store(name="run_schema", node=RunConfig)
-    for name, path in task_files().items():
-        try:
-            store.store(group="task", name=name, node=read_task_file(path))
-        except HarnessError:
-            continue

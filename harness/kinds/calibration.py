@@ -1,4 +1,5 @@
-"""Label scores -> label distributions: contextual calibration, domain-conditional PMI, and ECE.
+"""Label scores -> label distributions: the calibrations of rank classification (registered by name, `calibration=`),
+and ECE.
 
 Rank classification gives one score per label (its log-probability); the label distribution is
 their softmax over the labels. Calibration reweights that distribution:
@@ -8,16 +9,25 @@ their softmax over the labels. Calibration reweights that distribution:
   (W = diag(p_cf)^-1, b = 0);
 - pmi (Holtzman et al. 2021): each label's score minus its score after the domain premise alone
   ("Sentiment:"), i.e. log p(y | x) - log p(y | premise).
+
+A calibration adds a few prompts per demonstration set (scored in the same pass as the items, so they share its
+prefix) and turns each item's label scores and its set's extra scores into a distribution and a prediction.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 
-CALIBRATIONS = ("none", "contextual", "pmi")
-CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+from harness.errors import HarnessError
+from harness.inputs.prompts import Prompt, Template, content_free_prompt, domain_premise_prompt
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.inputs.data import Example
+
 ECE_BINS = 10
 
 
@@ -62,3 +72,83 @@ def expected_calibration_error(probabilities: np.ndarray, references: Sequence[i
         if members.any():
             error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
     return float(error)
+
+
+class Calibration(ABC):
+    name: ClassVar[str]
+    calibrates: ClassVar[bool] = True  # changes the distribution (none does not)
+
+    def check(self, config: RunConfig) -> None:
+        """Settings it needs, in one line (before anything loads)."""
+
+    @abstractmethod
+    def prompts(self, template: Template, demonstrations: Sequence[Example], fields: Sequence[str],
+                config: RunConfig) -> list[Prompt]:
+        """The extra prompts one demonstration set needs."""
+
+    @abstractmethod
+    def apply(self, scores: np.ndarray, extra: list[list[list[float]]]) -> tuple[np.ndarray, list[int]]:
+        """The label distribution and prediction of each item, from its label scores (items, labels) and the
+        scores of its demonstration set's extra prompts (per item: per prompt, per label)."""
+
+
+CALIBRATIONS: dict[str, Calibration] = {}
+
+
+def register_calibration(kind: type[Calibration]) -> type[Calibration]:
+    CALIBRATIONS[kind.name] = kind()
+    return kind
+
+
+def calibration(name: str) -> Calibration:
+    if name not in CALIBRATIONS:
+        raise HarnessError(f"unknown calibration '{name}' (calibrations: {', '.join(CALIBRATIONS)})")
+    return CALIBRATIONS[name]
+
+
+@register_calibration
+class NoCalibration(Calibration):
+    name = "none"
+    calibrates = False
+
+    def prompts(self, template: Template, demonstrations: Sequence[Example], fields: Sequence[str],
+                config: RunConfig) -> list[Prompt]:
+        return []
+
+    def apply(self, scores: np.ndarray, extra: list[list[list[float]]]) -> tuple[np.ndarray, list[int]]:
+        return label_distribution(scores), argmax_first(scores)
+
+
+@register_calibration
+class ContextualCalibration(Calibration):
+    name = "contextual"
+
+    def check(self, config: RunConfig) -> None:
+        if not config.content_free_inputs:
+            raise HarnessError("calibration=contextual needs at least one content-free input (content_free_inputs=[...])")
+
+    def prompts(self, template: Template, demonstrations: Sequence[Example], fields: Sequence[str],
+                config: RunConfig) -> list[Prompt]:
+        return [content_free_prompt(template, demonstrations, fields, text) for text in config.content_free_inputs]
+
+    def apply(self, scores: np.ndarray, extra: list[list[list[float]]]) -> tuple[np.ndarray, list[int]]:
+        content_free: dict[int, np.ndarray] = {}  # per demonstration set (its rows are one list object)
+        for rows in extra:
+            if id(rows) not in content_free:
+                content_free[id(rows)] = content_free_distribution(rows)
+        probabilities = contextual_calibration(label_distribution(scores),
+                                               np.stack([content_free[id(rows)] for rows in extra]))
+        return probabilities, argmax_first(probabilities)
+
+
+@register_calibration
+class PointwiseMutualInformation(Calibration):
+    name = "pmi"
+
+    def prompts(self, template: Template, demonstrations: Sequence[Example], fields: Sequence[str],
+                config: RunConfig) -> list[Prompt]:
+        return [domain_premise_prompt(template, demonstrations, fields)]
+
+    def apply(self, scores: np.ndarray, extra: list[list[list[float]]]) -> tuple[np.ndarray, list[int]]:
+        adjusted = pmi_scores(scores, [rows[0] for rows in extra])
+        return label_distribution(adjusted), argmax_first(adjusted)

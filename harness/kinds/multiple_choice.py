@@ -1,4 +1,4 @@
-"""Multiple-choice items: prompts -> requests -> one log-likelihood per option -> predictions.
+"""Multiple choice (`kind: choice`): prompts -> requests -> one log-likelihood per option -> predictions.
 
 Every item brings its own options (ARC, HellaSwag, PIQA, MMLU, ...). With an ordinary template the
 options are continuations of one context, so the context runs once and each option only its own
@@ -8,7 +8,7 @@ tokens on top of its keys and values (harness/engine/scoring.py). With a partial
 Three predictions come from the same log-likelihoods, as in lm-evaluation-harness: `acc` takes the
 option with the highest total log-likelihood, `acc_norm` divides it by the option's length in
 characters, `acc_bytes` by its length in UTF-8 bytes (the option's own text, without the whitespace
-before it). Ties go to the first option.
+before it). Ties go to the first option. (Each metric's way of choosing is its own: harness/metrics/registry.py.)
 
 `acc_mutual_info`, when a task lists it, takes the option with the highest log P(option | context) -
 log P(option): the second term is the same continuation scored after the model's prefix token alone
@@ -20,19 +20,27 @@ continuation is the same text for every option, so there is nothing to divide ou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
-
+from harness.config import RunConfig, TaskConfig
 from harness.engine.backend import Backend
-from harness.engine.journal import Journal
 from harness.engine.request import ScoringRequest, build_requests
 from harness.engine.scoring import ScoringStats, score_requests
+from harness.errors import HarnessError
 from harness.inputs.data import Example
 from harness.inputs.prompts import Template, build_partial_prompts, build_prompt
-from harness.metrics.functions import MUTUAL_INFO
-
-NORMALIZATIONS = {"acc": None, "acc_norm": "characters", "acc_bytes": "bytes"}
+from harness.kinds.base import (
+    Answers,
+    Items,
+    Measured,
+    OpenJournal,
+    Predicted,
+    TaskKind,
+    check_own_answers,
+    measure_items,
+    register_kind,
+)
+from harness.metrics.registry import METRICS, MetricInputs, Options, metric
 
 
 @dataclass(frozen=True)
@@ -40,8 +48,8 @@ class ChoiceScores:
     loglikelihoods: list[list[float]]  # per item, per option: the summed log-probability of its continuation
     greedy: list[list[bool]]  # per item, per option: its continuation is the model's greedy one
     continuations: list[list[str]]  # per item, per option: the text scored (with the whitespace before it)
-    predictions: dict[str, list[int]]  # "acc", "acc_norm", "acc_bytes" (, MUTUAL_INFO) -> the chosen option per item
-    unconditional: list[list[float]] | None  # MUTUAL_INFO: per item, per option: its log-likelihood with no context
+    predictions: dict[str, list[int]]  # per metric that chooses an option (acc, acc_norm, ...): the option per item
+    unconditional: list[list[float]] | None  # acc_mutual_info: per item, per option: its log-likelihood with no context
     requests: list[ScoringRequest]  # per item (partial scoring: its first option's), for the demonstrations it saw
     stats: ScoringStats
     inference_tokens: int  # each context once, then every option's tokens
@@ -55,22 +63,25 @@ def score_choices(
     batch_size: int | None,
     prefix_cache: bool,
     progress: bool,
-    open_journal: Callable[[Sequence[ScoringRequest]], Journal] | None = None,
-    mutual_info: bool = False,
+    open_journal: OpenJournal | None = None,
+    unconditional: Sequence[str] = (),
 ) -> ChoiceScores:
-    partial = template.continuation is not None  # mutual_info needs it False (harness/runs/plan.py checks)
+    """Every option's log-likelihood and the option each metric chooses: the metrics that choose an option without
+    their log-likelihoods after the prefix token alone, and those of `unconditional` (acc_mutual_info), which cost a
+    request per distinct option."""
+    partial = template.continuation is not None  # unconditional needs it False (MultipleChoiceKind.check_template)
     if partial:
         per_item = [build_partial_prompts(template, demos, example) for demos, example in zip(demonstrations, examples)]
     else:
         per_item = [[build_prompt(template, demos, example)] for demos, example in zip(demonstrations, examples)]
     requests = build_requests([prompt for prompts in per_item for prompt in prompts], lm)
-    # MUTUAL_INFO: a request per distinct option, after the items' requests (as the calibration prompts of
+    # acc_mutual_info: a request per distinct option, after the items' requests (as the calibration prompts of
     # classification: a journal counts items below them). One continuation each, so it runs in its own row after
     # the prefix token, as lm-evaluation-harness's do: a 1-token context shares nothing worth a pass of its own
     # (ARC-Easy, 50 items, scoring: 12.5 s for acc alone; with acc_mutual_info 15.1 s so, 20.3 s with each item's
     # options on top of one shared prefix token)
     option_rows: dict[tuple[int, ...], int] = {}
-    if mutual_info:
+    if unconditional:
         for request in requests:
             for option in request.continuation_ids:
                 option_rows.setdefault(option, len(option_rows))
@@ -89,14 +100,11 @@ def score_choices(
             greedy.append(list(scores[position].greedy))
         item_requests.append(requests[position])
         position += len(prompts)
-    options = [template.answers(example) for example in examples]
-    predictions = {name: choose(loglikelihoods, options, by) for name, by in NORMALIZATIONS.items()}
-    unconditional = None
-    if mutual_info:
-        unconditional = [[scores[len(requests) + option_rows[option]].logprobs[0] for option in request.continuation_ids]
-                         for request in item_requests]
-        predictions[MUTUAL_INFO] = [int(np.argmax(np.asarray(values, dtype=np.float64) - np.asarray(alone)))
-                                    for values, alone in zip(loglikelihoods, unconditional)]
+    alone = [[scores[len(requests) + option_rows[option]].logprobs[0] for option in request.continuation_ids]
+             for request in item_requests] if unconditional else None
+    options = Options(loglikelihoods, [template.answers(example) for example in examples], alone)
+    predictions = {name: spec.choose(options) for name, spec in METRICS.items()
+                   if spec.choose is not None and (not spec.needs_unconditional or name in unconditional)}
     inference_tokens = sum(len(r.context_ids) + sum(map(len, r.continuation_ids))
                            for r in requests + unconditional_requests)
     return ChoiceScores(
@@ -104,19 +112,61 @@ def score_choices(
         greedy=greedy,
         continuations=continuations,
         predictions=predictions,
-        unconditional=unconditional,
+        unconditional=alone,
         requests=item_requests,
         stats=stats,
         inference_tokens=inference_tokens,
     )
 
 
-def choose(loglikelihoods: Sequence[Sequence[float]], options: Sequence[Sequence[str]], by: str | None) -> list[int]:
-    """The best option per item: highest log-likelihood, or per character / per byte of the option's text."""
-    chosen = []
-    for values, texts in zip(loglikelihoods, options):
-        lengths = {None: [1] * len(texts), "characters": [len(text) for text in texts],
-                   "bytes": [len(text.encode("utf-8")) for text in texts]}[by]
-        lengths = [max(length, 1) for length in lengths]  # an empty option: its total, not a division by zero
-        chosen.append(int(np.argmax(np.asarray(values, dtype=np.float64) / np.asarray(lengths))))
-    return chosen
+@register_kind
+class MultipleChoiceKind(TaskKind):
+    name = "choice"
+    title = "multiple choice"
+    answers = Answers.options
+    lmeval_output_type = "multiple_choice"
+
+    def check(self, config: RunConfig) -> None:
+        check_own_answers(self, config)
+
+    def check_template(self, template: Template, config: RunConfig) -> None:
+        unconditional = _unconditional(config.task)
+        if unconditional and template.continuation is not None:
+            raise HarnessError(f"{unconditional[0]} needs the options as continuations; template '{template.name}' "
+                               "places them in the context and scores the same text after each (partial scoring)")
+
+    def requests_per_item(self, items: Items) -> int:
+        if items.template.continuation is not None:  # partial scoring: a request per option
+            return max((len(example.choices) for example in items.examples), default=1)
+        return 1
+
+    def predict(self, items: Items) -> Predicted:
+        config = items.config
+        result = score_choices(items.backend, items.template, items.examples, items.demonstrations, items.batch_size,
+                               config.prefix_cache, items.progress, items.open_journal,
+                               unconditional=_unconditional(config.task))
+        details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()},
+                    **({} if result.unconditional is None else {"unconditional_scores": result.unconditional[i]})}
+                   for i, scores in enumerate(result.loglikelihoods)]
+        return Predicted(requests=result.requests, predictions=result.predictions["acc"], details=details,
+                         stats=result.stats, inference_tokens=result.inference_tokens, chosen=result.predictions)
+
+    def measure(self, task: TaskConfig, labels: Sequence[str], examples: Sequence[Example],
+                predicted: Predicted) -> Measured:
+        return measure_chosen(task, examples, predicted)
+
+    def prediction_text(self, prediction: int, labels: Sequence[str]) -> str | None:
+        return None if prediction < 0 else str(prediction)  # the option's index, as the gold is written
+
+
+def _unconditional(task: TaskConfig) -> list[str]:
+    """The task's metrics that need each option's log-likelihood without context (acc_mutual_info)."""
+    return [name for name in task.metrics if (spec := metric(name)) is not None and spec.needs_unconditional]
+
+
+def measure_chosen(task: TaskConfig, examples: Sequence[Example], predicted: Predicted) -> Measured:
+    """Metrics of items that bring their answers: each metric over the option (or answer) it chose per item."""
+    references = [example.gold for example in examples]
+    chosen = {name: (predicted.chosen or {}).get(name, predicted.predictions) for name in task.metrics}
+    return measure_items(task, examples, lambda name, rows: MetricInputs(
+        predictions=[chosen[name][i] for i in rows], references=[references[i] for i in rows]))

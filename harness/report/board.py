@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from harness.inputs.registry import TaskGroup
+from harness.metrics.registry import leaderboard_metric
+from harness.report.load import metric_columns
 from harness.report.stats import (
     ABSENT,
     BOOTSTRAP_RESAMPLES,
@@ -34,9 +36,6 @@ from harness.report.stats import (
 )
 from harness.report.tables import paired_items
 
-# what a leaderboard cell can show: the means over items, higher is better
-BOARD_METRICS = ("accuracy", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "exact_match_strict",
-                 "exact_match_flexible", "macro_f1")
 PredictionsByMetric = Callable[[str, str], "pd.DataFrame | None"]  # run directory, metric -> id, gold, prediction
 
 
@@ -55,7 +54,7 @@ def main_metrics(runs: pd.DataFrame, task_groups: Sequence[TaskGroup], metric: s
             named.setdefault(task, name)
     chosen = {}
     for task, frame in runs.groupby("task", sort=True):
-        recorded = [name for name in BOARD_METRICS if name in frame and frame[name].notna().any()]
+        recorded = [name for name in metric_columns(frame) if leaderboard_metric(name) and frame[name].notna().any()]
         if recorded:
             chosen[task] = next(name for name in (named.get(task), metric, *recorded) if name in recorded)
     return chosen

@@ -19,7 +19,8 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.inputs.safeyaml import read_yaml_file
-from harness.runs.lmeval_export import is_imported, iter_imports, load_samples
+from harness.metrics.registry import UNCALIBRATED, reported
+from harness.report.lmeval_import import is_imported, iter_imports, load_samples
 from harness.runs.records import (
     CONFIG_FILE,
     HASH_EXCLUDED,
@@ -33,12 +34,6 @@ from harness.runs.records import (
 
 # What a run is: every report groups by these, and a row of the table is their combination minus seed.
 IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "shots", "seed")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "acc_macro", "exact_match",
-                  "exact_match_strict", "exact_match_flexible", "perplexity",
-                  "word_perplexity", "byte_perplexity", "bits_per_byte", "ece", "uncalibrated_accuracy",
-                  "uncalibrated_ece")
-# A calibrated run also records its metrics before calibration (same scores): both sides of the comparison.
-UNCALIBRATED = {"uncalibrated_accuracy": "accuracy", "uncalibrated_ece": "ece"}
 TRAINING_COLUMNS = ("train_time_s", "train_flops", "trainable_parameters", "total_parameters")
 # config.yaml keys that never tell two experiments apart: the identity columns say the same (template
 # is null in the config when the task's default was used), or they cannot change the numbers.
@@ -92,6 +87,8 @@ def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Record
                            f"is complete){reasons}")
     incomplete = sum(1 for d in set(directories) - set(complete) if RUN_DIR_NAME.search(d.name))
     rows = [_run_row(d, r) for d, r, _ in loaded] + [_imported_row(row) for row in imported]
+    columns = reported([name for row in rows for name in row["metrics"]])  # every metric some run recorded
+    rows = [_flat_row(row, columns) for row in rows]
     settings = [s for _, _, s in loaded] + [{} for _ in imported]
     return Records(runs=pd.DataFrame(rows),
                    settings=pd.DataFrame(settings, index=range(len(rows))).fillna(ABSENT_SETTING),
@@ -147,9 +144,10 @@ def _run_row(run_dir: Path, record: RunRecord) -> dict[str, Any]:
     training = vars(record.training) if record.training else {}
     return {
         **{key: getattr(record, key) for key in IDENTITY},
-        **{key: record.metrics.get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
-        **{key: (record.uncalibrated or {}).get(name) for key, name in UNCALIBRATED.items()},
-        **{f"{key}_se": record.stderr.get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        # a calibrated run also records its metrics before calibration (same scores): both sides of the comparison
+        "metrics": {**record.metrics, **{f"{UNCALIBRATED}{name}": value for name, value in
+                                         (record.uncalibrated or {}).items()}},
+        "stderr": record.stderr,
         "n": record.n,
         "wall_time_s": record.cost.wall_time_s,
         "tokens_forwarded": record.cost.tokens_forwarded,
@@ -165,13 +163,24 @@ def _imported_row(row: dict[str, Any]) -> dict[str, Any]:
     """An lm-evaluation-harness task as a run row: what its file says, NaN for what it does not record."""
     return {
         **{key: row[key] for key in IDENTITY},
-        **{key: row["metrics"].get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
-        **{key: None for key in UNCALIBRATED},
-        **{f"{key}_se": row["stderr"].get(key) for key in METRIC_COLUMNS if key not in UNCALIBRATED},
+        "metrics": row["metrics"], "stderr": row["stderr"],
         "n": row["n"], "wall_time_s": row["wall_time_s"], "tokens_forwarded": None, "peak_memory_mb": None,
         "inference_tokens_per_example": None, **{key: None for key in TRAINING_COLUMNS},
         "run_key": row["run_key"], "run_dir": row["run_dir"],
     }
+
+
+def _flat_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """A run row with a column per metric, and one per metric's standard error (`<metric>_se`)."""
+    metrics, stderr = row.pop("metrics"), row.pop("stderr")
+    identity = {key: row.pop(key) for key in IDENTITY}
+    return {**identity, **{name: metrics.get(name) for name in columns},
+            **{f"{name}_se": stderr.get(name) for name in columns if not name.startswith(UNCALIBRATED)}, **row}
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The runs' metric columns, in the registry's order."""
+    return reported([column for column in runs.columns if not column.endswith("_se")])
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.metrics.registry import title
 from harness.report.board import ModelBoard
-from harness.report.render import METRIC_NAMES
 
 PANEL_COLUMNS = 3
 PANEL_SIZE = (4.6, 3.4)  # inches
@@ -29,9 +29,9 @@ def metric_vs_shots(summary: pd.DataFrame, group: list[str], metric: str) -> byt
         for label, line in _lines(frame, line_keys):
             line = line.sort_values("shots")
             mean, std = line[f"{metric}_mean"].to_numpy(float), line[f"{metric}_std"].fillna(0).to_numpy(float)
-            ax.plot(line["shots"], mean, marker="o", label=label or METRIC_NAMES[metric])
+            ax.plot(line["shots"], mean, marker="o", label=label or title(metric))
             ax.fill_between(line["shots"], mean - std, mean + std, alpha=0.2)
-        ax.set(title=" · ".join(map(str, keys)), xlabel="k (shots)", ylabel=METRIC_NAMES[metric])
+        ax.set(title=" · ".join(map(str, keys)), xlabel="k (shots)", ylabel=title(metric))
         ax.set_xticks(sorted(frame["shots"].unique()))
         ax.legend(fontsize="small")
     return _png(figure)
@@ -63,7 +63,7 @@ def finetuning_vs_icl(comparison: pd.DataFrame, group: list[str], metric: str) -
         else:
             ax.set_xticks(range(len(lines)), [label for label, _ in lines], rotation=20, ha="right")
         ax.set(title=" · ".join(map(str, keys)) or "all tasks", xlabel="k (shots)" if "shots" in group else "",
-               ylabel=f"{METRIC_NAMES[metric]}: fine-tuning - ICL")
+               ylabel=f"{title(metric)}: fine-tuning - ICL")
     return _png(figure)
 
 

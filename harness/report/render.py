@@ -13,15 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.metrics.registry import choosable, reported, title
 from harness.report.board import ModelBoard
-from harness.report.tables import METRICS
-
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "acc": "acc", "acc_norm": "acc_norm",
-                "acc_bytes": "acc_bytes", "acc_mutual_info": "acc_mutual_info", "acc_macro": "acc (mean over subjects)",
-                "exact_match": "exact match", "exact_match_strict": "exact match (strict)",
-                "exact_match_flexible": "exact match (flexible)", "perplexity": "perplexity", "word_perplexity": "word perplexity",
-                "byte_perplexity": "byte perplexity", "bits_per_byte": "bits per byte", "ece": "ECE",
-                "uncalibrated_accuracy": "uncalibrated accuracy", "uncalibrated_ece": "uncalibrated ECE"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class Figure:
 def sections(summary: pd.DataFrame, comparison: pd.DataFrame, leaderboard: pd.DataFrame, keys: list[str],
              metric: str) -> list[Section]:
     """`keys`: the group's keys worth a column (those with one value in every row are said once, above)."""
-    name = METRIC_NAMES[metric]
+    name = title(metric)
     return [
         Section(f"Results by {' x '.join(keys)}", _summary_explanation(summary), _summary_text(summary, keys, metric),
                 len(keys)),
@@ -102,7 +95,7 @@ def board_sections(boards: list[ModelBoard]) -> list[Section]:
                 "-" if math.isnan(value) else f"{value:.3f} ({method})"
                 for value, method in zip(table["best_finetuning"], table["best_finetuning_method"])
             ]
-        metrics = ", ".join(f"{task}: {METRIC_NAMES[name]}" for task, name in board.metrics.items())
+        metrics = ", ".join(f"{task}: {title(name)}" for task, name in board.metrics.items())
         finetuning = ("; best fine-tuning: the fine-tuning method with the best average over the same tasks, "
                       f"trained on the same k={board.shots} examples") if "best_finetuning" in table else ""
         parts.append(Section(f"Leaderboard across models, {board.shots}-shot",
@@ -118,17 +111,22 @@ def _summary_explanation(summary: pd.DataFrame) -> str:
             "(ICL pays for its demonstrations at every query).")
 
 
+def metrics_summarised(summary: pd.DataFrame) -> list[str]:
+    """The metrics a summary table has columns for, in the registry's order."""
+    return reported([column.removesuffix("_mean") for column in summary.columns if column.endswith("_mean")])
+
+
 def _summary_text(summary: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     table = summary[keys].map(_key)
     if not (summary["runs"] == summary["seeds"]).all():
         table["runs"] = summary["runs"].astype(str)
     table["seeds"] = summary["seeds"].astype(str)
     table["items"] = summary["items"]
-    for name in [metric] + [m for m in METRIC_NAMES if m != metric and f"{m}_mean" in summary]:
+    for name in [metric] + [m for m in metrics_summarised(summary) if m != metric]:
         mean, std, median, iqr = (summary[f"{name}_{part}"] for part in ("mean", "std", "median", "iqr"))
-        table[METRIC_NAMES[name]] = [_mean_std(m, s) for m, s in zip(mean, std)]
-        if name in METRICS:  # the others (ECE) get mean and std only, to keep the table narrow
-            table[f"{METRIC_NAMES[name]} median (IQR)"] = [f"{_number(m)} ({_number(i)})" for m, i in zip(median, iqr)]
+        table[title(name)] = [_mean_std(m, s) for m, s in zip(mean, std)]
+        if choosable(name):  # the others (ECE) get mean and std only, to keep the table narrow
+            table[f"{title(name)} median (IQR)"] = [f"{_number(m)} ({_number(i)})" for m, i in zip(median, iqr)]
     table["train s"] = summary["train_time_s"].map(lambda value: _number(value, 1))
     table["tokens / query"] = summary["inference_tokens_per_example"].map(lambda value: _number(value, 0))
     return table

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.metrics.functions import MEANS
+from harness.metrics.registry import metric as registered
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same records always give the same interval
@@ -60,7 +60,7 @@ def weighted_metric(metric: str, weights: np.ndarray, gold: np.ndarray, predicte
     drawn references or predictions.
     """
     present = gold != ABSENT
-    if metric in MEANS:
+    if (known := registered(metric)) is not None and known.per_item:  # a mean of right/wrong per item
         with np.errstate(invalid="ignore"):  # a draw of none of this run's items: NaN, left out of the interval
             return weights @ ((gold == predicted) & present) / (weights @ present)
     f1_sum = np.zeros(len(weights))

@@ -14,14 +14,18 @@ import numpy as np
 import pandas as pd
 
 from harness.inputs.registry import TaskGroup
-from harness.metrics.functions import LOWER_IS_BETTER, NO_LABEL
-from harness.report.load import ABSENT_SETTING, IDENTITY, METRIC_COLUMNS
+from harness.metrics.functions import NO_LABEL
+from harness.metrics.registry import choosable, higher_is_better
+from harness.report.load import ABSENT_SETTING, IDENTITY, metric_columns
 from harness.report.stats import ABSENT, break_even_queries, discordant_counts, mcnemar, paired_bootstrap, win_rates
 
-# what metric= chooses: classification, multiple choice (harness/kinds/multiple_choice.py), short answers (GSM8K's two
-# extractions: the names its filters get), then the perplexity tasks' (lower is better: metrics.LOWER_IS_BETTER)
-METRICS = ("accuracy", "macro_f1", "acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "exact_match_strict",
-           "exact_match_flexible", "word_perplexity", "byte_perplexity", "bits_per_byte")
+
+def metrics_to_choose(runs: pd.DataFrame) -> list[str]:
+    """What `report metric=` may name here (the task's own metrics the runs recorded), in the registry's order: the
+    first is the report's default (accuracy, or a multiple-choice task's acc, ...)."""
+    return [name for name in metric_columns(runs) if choosable(name) and runs[name].notna().any()]
+
+
 DEFAULT_GROUP = ("task", "model", "method", "template", "scorer", "calibration", "shots")
 ALWAYS_GROUPED = ("scorer", "calibration")  # calibrated and uncalibrated runs are never averaged together
 Predictions = Callable[[str], "pd.DataFrame | None"]  # run directory -> id, gold, prediction per item
@@ -46,7 +50,7 @@ def grouping(requested: list[str] | None, differing: list[str]) -> list[str]:
 
 
 def summary(runs: pd.DataFrame, group: list[str], metric: str) -> pd.DataFrame:
-    metrics = [metric] + [m for m in METRIC_COLUMNS if m != metric and runs[m].notna().any()]
+    metrics = [metric] + [m for m in metric_columns(runs) if m != metric and runs[m].notna().any()]
     rows = []
     for keys, frame in runs.groupby(group, sort=False, dropna=False):
         row = dict(zip(group, keys))
@@ -116,7 +120,7 @@ def leaderboard(summary_table: pd.DataFrame, group: list[str], metric: str,
     long = []
     for _, frame in scores.groupby("task", sort=True):
         means = frame[f"{metric}_mean"]
-        better = -means if metric in LOWER_IS_BETTER else means  # a lower perplexity wins
+        better = means if higher_is_better(metric) else -means  # a lower perplexity wins
         long.append(frame.assign(rank=better.rank(ascending=False, method="min"), win_rate=win_rates(better)))
     if not long:
         return pd.DataFrame(columns=["rank", *entry_keys, "tasks", "mean_win_rate"])

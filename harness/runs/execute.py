@@ -1,7 +1,8 @@
 """The stages of a run that need the model: prepare it, predict, measure, record.
 
 harness/runs/run.py calls execute() once the plan is made, the inputs chosen and the run directory
-started. Predictions go through a journal in the run directory, so a run that is killed or
+started. The task's kind (harness/kinds/) turns the test items into predictions through the backend and
+measures them. Predictions go through a journal in the run directory, so a run that is killed or
 interrupted continues where it stopped when the same command runs again; a fine-tuning run keeps its
 trained weights there too, so an interruption during scoring does not retrain. Under
 `accelerate launch` each process scores its block of the test items and the main process writes the
@@ -11,45 +12,25 @@ record (harness/runs/distributed.py).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
 
-from harness.config import Calibration, Scorer, TaskConfig, TaskKind
 from harness.engine.backend import Backend, backend_spec
-from harness.engine.generation import generate_labels, generate_texts
-from harness.engine.hf.backend import HFBackend
 from harness.engine.journal import Journal, journal_path, remove_journals
 from harness.engine.memory import PeakMemory
-from harness.engine.request import ScoringRequest, build_requests
-from harness.engine.rolling import score_documents
+from harness.engine.request import ScoringRequest
 from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError, RunInterrupted
 from harness.files import jsonl_text, sha256_text, write_json, write_text_atomic
 from harness.finetune.train import finetune, load_trained, remove_trained
-from harness.inputs.data import Example
-from harness.inputs.prompts import build_prompt
-from harness.kinds.calibration import expected_calibration_error
-from harness.kinds.classification import classify
-from harness.kinds.multiple_choice import score_choices
-from harness.metrics.functions import (
-    MUTUAL_INFO,
-    NO_LABEL,
-    cloze_metrics,
-    compute_metrics,
-    count_words,
-    extracted_answer,
-    matching_answer,
-    perplexity_metrics,
-    standard_error,
-)
+from harness.kinds.base import Items, Measured, Predicted, task_kind
 from harness.runs.distributed import Processes, join_processes
 from harness.runs.plan import RunPlan, RunResult, Selection
 from harness.runs.records import (
@@ -65,33 +46,6 @@ from harness.runs.records import (
 TRAINING_FILE = "training.json"  # written once the trained weights are saved: training is complete
 
 
-@dataclass(frozen=True)
-class Predicted:
-    """What predict() hands on: one prediction (label index, or NO_LABEL) and detail row per test item."""
-
-    requests: list[ScoringRequest]  # per test item, for the demonstrations it saw
-    predictions: list[int]
-    details: list[dict[str, Any]]  # scores and probabilities, or the generated text
-    probabilities: np.ndarray | None  # rank scorers: the label distribution of each item
-    uncalibrated: tuple[list[int], np.ndarray] | None  # calibrated runs: predictions and distribution before it
-    calibration_scores: list[dict[str, Any]] | None
-    stats: ScoringStats
-    inference_tokens: int
-    resumed: int = 0  # test items an earlier, interrupted process of this run had finished
-    # multiple choice: the option chosen per item for each metric (acc, acc_norm, acc_bytes, acc_mutual_info)
-    chosen: dict[str, list[int]] | None = None
-    loglikelihoods: list[float] | None = None  # cloze: the target's log-likelihood per item
-    target_bytes: list[int] | None = None  # cloze: the UTF-8 length of the scored target text per item
-
-
-@dataclass(frozen=True)
-class Measured:
-    metrics: dict[str, float]
-    stderr: dict[str, float]
-    by: dict[str, dict[str, float]] | None  # task.metrics_by
-    uncalibrated: dict[str, float] | None  # a calibrated run's metrics before calibration (same scores)
-
-
 def execute(plan: RunPlan, selection: Selection, started: float, progress: bool = True) -> RunResult:
     processes = join_processes(plan.config.device)
     with PeakMemory() as memory:
@@ -104,7 +58,8 @@ def execute(plan: RunPlan, selection: Selection, started: float, progress: bool 
     if parts is not None:  # the main process: every block, in item order
         try:
             predicted = _joined([part for part, _ in parts if part is not None])
-            measured = measure(plan.config.task, plan.labels, selection.examples, predicted)
+            measured = task_kind(plan.config.task.kind).measure(plan.config.task, plan.labels, selection.examples,
+                                                                predicted)
             outcome = write_record(plan, selection, lm, training, predicted, measured, started,
                                    max(peak for _, peak in parts), processes.count)
         except HarnessError as error:
@@ -116,7 +71,7 @@ def execute(plan: RunPlan, selection: Selection, started: float, progress: bool 
 
 
 def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
-                  progress: bool) -> tuple[HFBackend, TrainingRecord | None]:
+                  progress: bool) -> tuple[Backend, TrainingRecord | None]:
     """Load the model (or take the one an earlier run of this process loaded); for fine-tuning, train it on the
     selection's training set, or apply the weights a previous, interrupted process of this run trained and saved.
     Of several processes only the main one trains; the others wait for its saved weights and load them."""
@@ -135,7 +90,7 @@ def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
 
 
 def _trained_model(plan: RunPlan, selection: Selection, finished: Path,
-                   progress: bool) -> tuple[HFBackend, TrainingRecord]:
+                   progress: bool) -> tuple[Backend, TrainingRecord]:
     config = plan.config
     lm = backend_spec(config.model.backend).load(config.model, config.device)  # its own copy: training changes it
     training = None if config.rerun else _finished_training(finished)
@@ -181,12 +136,13 @@ def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Process
                   "scoring requests finished by an earlier, interrupted process; scoring the rest", file=sys.stderr)
         return journals[-1]
 
-    per_item = len(plan.labels) if config.scorer == Scorer.channel else 1  # channel: a request per label
-    if config.task.kind.item_answers and plan.template.continuation is not None:  # partial: one per option
-        per_item = max((len(example.choices) for example in selection.examples), default=1)
-    predictor = KIND_PREDICTORS.get(config.task.kind) or PREDICTORS[config.scorer]
+    kind = task_kind(config.task.kind)
+    items = Items(config=config, template=plan.template, labels=plan.labels, examples=selection.examples,
+                  demonstrations=selection.demonstrations, backend=lm, batch_size=batch_size,
+                  open_journal=open_journal, progress=progress)
+    per_item = kind.requests_per_item(items)
     try:
-        predicted = predictor(plan, selection, lm, batch_size, open_journal, progress)
+        predicted = kind.predict(items)
     except KeyboardInterrupt:
         finished = _items_among(journals[0].results, total, per_item) if journals else 0
         raise RunInterrupted(f"interrupted at {finished}/{total} examples; rerun the same command to continue "
@@ -200,202 +156,6 @@ def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Process
 def _items_among(rows: Collection[int], total: int, per_item: int) -> int:
     """Test items whose requests are all among `rows` (requests past total * per_item are calibration prompts)."""
     return sum(1 for row in rows if row < total * per_item) // per_item
-
-
-Predictor = Callable[..., Predicted]
-
-
-def _rank_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """scorer=rank and scorer=channel: a log-prob per label, optionally calibrated."""
-    config = plan.config
-    result = classify(lm, plan.template, config.task.fields, selection.examples, selection.demonstrations, config.scorer,
-                      config.calibration, config.content_free_inputs, config.normalize, batch_size,
-                      config.prefix_cache, progress, open_journal)
-    labels = plan.labels
-    details = [{"scores": dict(zip(labels, scores.tolist())), "probabilities": dict(zip(labels, probs.tolist()))}
-               for scores, probs in zip(result.scores, result.probabilities)]
-    calibrated = config.calibration != Calibration.none
-    return Predicted(
-        requests=result.requests, predictions=result.predictions, details=details, probabilities=result.probabilities,
-        uncalibrated=(result.uncalibrated_predictions, result.uncalibrated_probabilities) if calibrated else None,
-        calibration_scores=[{"demo_ids": list(key), "scores": [dict(zip(labels, row)) for row in rows]}
-                            for key, rows in result.calibration_scores.items()] if calibrated else None,
-        stats=result.stats, inference_tokens=result.inference_tokens,
-    )
-
-
-def _generated_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                     open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """scorer=generate: greedy decoding, the output's first line parsed to a label."""
-    config = plan.config
-    prompts = [build_prompt(plan.template, demos, example)
-               for demos, example in zip(selection.demonstrations, selection.examples)]
-    requests = build_requests(prompts, lm, answer_tokens=config.max_new_tokens)
-    journal = open_journal(requests)
-    generations, stats = generate_labels(lm, requests, list(plan.template.verbalizers.values()),
-                                         config.max_new_tokens, batch_size, progress, journal)
-    return Predicted(
-        requests=requests, predictions=[NO_LABEL if g.label is None else g.label for g in generations],
-        details=[{"generation": g.text} for g in generations], probabilities=None, uncalibrated=None,
-        calibration_scores=None, stats=stats, inference_tokens=stats.tokens_scored,
-    )
-
-
-def _choice_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """A multiple-choice task: a log-likelihood per option of each item."""
-    config = plan.config
-    result = score_choices(lm, plan.template, selection.examples, selection.demonstrations, batch_size, config.prefix_cache,
-                           progress, open_journal, mutual_info=MUTUAL_INFO in config.task.metrics)
-    details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()},
-                **({} if result.unconditional is None else {"unconditional_scores": result.unconditional[i]})}
-               for i, scores in enumerate(result.loglikelihoods)]
-    return Predicted(
-        requests=result.requests, predictions=result.predictions["acc"], details=details, probabilities=None,
-        uncalibrated=None, calibration_scores=None, stats=result.stats, inference_tokens=result.inference_tokens,
-        chosen=result.predictions,
-    )
-
-
-def _cloze_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                 open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """A cloze task: the log-likelihood of each item's right continuation, and whether it is the greedy one."""
-    config = plan.config
-    # only the right continuation is scored (a row may list several): one request with one continuation per item
-    targets = [replace(example, choices=(example.choices[example.gold],), gold=0) for example in selection.examples]
-    result = score_choices(lm, plan.template, targets, selection.demonstrations, batch_size, config.prefix_cache,
-                           progress, open_journal)
-    golds = [example.gold for example in selection.examples]
-    loglikelihoods = [scores[0] for scores in result.loglikelihoods]
-    greedy = [flags[0] for flags in result.greedy]
-    predictions = [gold if is_greedy else NO_LABEL for gold, is_greedy in zip(golds, greedy)]
-    return Predicted(
-        requests=result.requests, predictions=predictions,
-        details=[{"target": example.choices[example.gold], "loglikelihood": value, "greedy": is_greedy}
-                 for example, value, is_greedy in zip(selection.examples, loglikelihoods, greedy)],
-        probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
-        inference_tokens=result.inference_tokens, chosen={"acc": predictions}, loglikelihoods=loglikelihoods,
-        target_bytes=[len(texts[0].encode("utf-8")) for texts in result.continuations],
-    )
-
-
-def _answer_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                  open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """A short-answer task: a greedy answer per item, right when it matches one of the item's accepted answers."""
-    spec = plan.config.task.answer
-    prompts = [build_prompt(plan.template, demos, example)
-               for demos, example in zip(selection.demonstrations, selection.examples)]
-    requests = build_requests(prompts, lm, answer_tokens=spec.max_new_tokens)
-    texts, stats = generate_texts(lm, requests, spec.max_new_tokens, spec.until, batch_size, progress,
-                                  open_journal(requests))
-    # lm-evaluation-harness 0.4.13's remove_whitespace filter strips both ends (before 0.4.10 or so: the start only)
-    answers = [text.strip() for text in texts]
-    # each named filter reads the generation as it came (GSM8K's regexes), the plain match its stripped text
-    extracted = {name: [extracted_answer(text, rule) for text in texts] for name, rule in spec.filters.items()}
-
-    def matched(candidates: Sequence[str]) -> list[int | None]:
-        return [matching_answer(answer, example.choices, spec) for answer, example in zip(candidates, selection.examples)]
-
-    def right(found: Sequence[int | None]) -> list[int]:
-        return [NO_LABEL if match is None else example.gold for match, example in zip(found, selection.examples)]
-
-    matches = matched(answers)
-    chosen = {"exact_match": right(matches), **{f"exact_match_{name}": right(matched(values))
-                                                for name, values in extracted.items()}}
-    return Predicted(
-        requests=requests, predictions=chosen["exact_match"],
-        details=[{"generation": answer, "matched": None if match is None else example.choices[match],
-                  **({"extracted": {name: values[i] for name, values in extracted.items()},
-                      "right": {metric: chosen[metric][i] != NO_LABEL for metric in chosen}} if extracted else {})}
-                 for i, (answer, match, example) in enumerate(zip(answers, matches, selection.examples))],
-        probabilities=None, uncalibrated=None, calibration_scores=None, stats=stats,
-        inference_tokens=stats.tokens_scored, chosen=chosen,
-    )
-
-
-def _document_items(plan: RunPlan, selection: Selection, lm: Backend, batch_size: int | None,
-                    open_journal: Callable[[Sequence[ScoringRequest]], Journal], progress: bool) -> Predicted:
-    """A perplexity task: each text's rolling log-likelihood, with the words and bytes it is counted over."""
-    texts = [plan.template.render(example, "") for example in selection.examples]
-    field = plan.config.task.units_field
-    counted = texts if field is None else [str(example.fields[field]) for example in selection.examples]
-    result = score_documents(lm, texts, batch_size, progress, open_journal)
-    first_windows = list(itertools.accumulate([0, *result.windows[:-1]]))
-    return Predicted(
-        requests=[result.requests[i] if count else _NO_WINDOW for i, count in zip(first_windows, result.windows)],
-        predictions=[NO_LABEL] * len(texts),
-        details=[{"loglikelihood": value, "tokens": tokens, "windows": windows, "words": count_words(text),
-                  "bytes": len(text.encode("utf-8"))}
-                 for value, tokens, windows, text in zip(result.loglikelihoods, result.tokens, result.windows, counted)],
-        probabilities=None, uncalibrated=None, calibration_scores=None, stats=result.stats,
-        inference_tokens=sum(result.tokens), loglikelihoods=result.loglikelihoods,
-        target_bytes=[len(text.encode("utf-8")) for text in counted],
-    )
-
-
-_NO_WINDOW = ScoringRequest(context_ids=(), continuation_ids=(), demo_ids=(), dropped_demos=0)  # an empty text
-
-
-PREDICTORS: dict[Scorer, Predictor] = {Scorer.rank: _rank_items, Scorer.channel: _rank_items,
-                                       Scorer.generate: _generated_items}
-KIND_PREDICTORS: dict[TaskKind, Predictor] = {TaskKind.choice: _choice_items, TaskKind.cloze: _cloze_items,
-                                              TaskKind.generate: _answer_items, TaskKind.perplexity: _document_items}
-
-
-def measure(task: TaskConfig, labels: Sequence[str], examples: Sequence[Example], predicted: Predicted) -> Measured:
-    """The task's metrics with their standard errors (and the ECE of a label distribution), per value of
-    task.metrics_by with their macro average, and a calibrated run's metrics before calibration."""
-    if task.kind == TaskKind.perplexity:  # ratios of sums over the whole corpus
-        return Measured(perplexity_metrics(task.metrics, predicted.loglikelihoods,
-                                           [detail["words"] for detail in predicted.details],
-                                           predicted.target_bytes), {}, None, None)
-    if task.kind.item_answers:
-        references = [example.gold for example in examples]
-        chosen = {name: predicted.chosen.get(name, predicted.predictions) for name in task.metrics}
-    else:
-        references = [labels.index(example.label) for example in examples]
-        chosen = {name: predicted.predictions for name in task.metrics}
-
-    def metrics_of(rows: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
-        if task.kind == TaskKind.cloze:
-            return cloze_metrics(task.metrics, [predicted.predictions[i] != NO_LABEL for i in rows],
-                                 [predicted.loglikelihoods[i] for i in rows], [predicted.target_bytes[i] for i in rows])
-        return _metrics(task.metrics, {name: [chosen[name][i] for i in rows] for name in chosen},
-                        [references[i] for i in rows])
-
-    metrics, stderr = metrics_of(range(len(examples)))
-    by = None
-    if task.metrics_by is not None:
-        values = [str(example.fields[task.metrics_by]) for example in examples]
-        by = {}
-        for value in sorted(set(values)):
-            group, _ = metrics_of([i for i, v in enumerate(values) if v == value])
-            by[value] = {**group, "n": values.count(value)}
-        for name in task.metrics:  # each value counts once, whatever its size (lm-evaluation-harness's "macro")
-            metrics[f"{name}_macro"] = float(np.mean([group[name] for group in by.values()]))
-    if predicted.probabilities is None:
-        if task.kind == TaskKind.classify:
-            metrics["no_label_rate"] = predicted.predictions.count(NO_LABEL) / len(references)
-        return Measured(metrics, stderr, by, None)
-    metrics["ece"] = expected_calibration_error(predicted.probabilities, references)
-    if predicted.uncalibrated is None:
-        return Measured(metrics, stderr, by, None)
-    predictions, probabilities = predicted.uncalibrated
-    uncalibrated = compute_metrics(task.metrics, predictions, references)
-    uncalibrated["ece"] = expected_calibration_error(probabilities, references)
-    return Measured(metrics, stderr, by, uncalibrated)
-
-
-def _metrics(names: Sequence[str], chosen: dict[str, list[int]], references: list[int]) -> tuple[dict, dict]:
-    metrics: dict[str, float] = {}
-    stderr: dict[str, float] = {}
-    for name in names:
-        metrics.update(compute_metrics([name], chosen[name], references))
-        error = standard_error(name, chosen[name], references)
-        if error is not None:
-            stderr[name] = error
-    return metrics, stderr
 
 
 def _joined(parts: Sequence[Predicted]) -> Predicted:
@@ -437,12 +197,12 @@ def write_record(plan: RunPlan, selection: Selection, lm: Backend, training: Tra
                  processes: int = 1) -> RunRecord:
     """predictions.jsonl, then metrics.json (last: its presence marks a complete run); then the journal goes."""
     config, labels = plan.config, plan.labels
-    choice = config.task.kind.item_answers
+    kind = task_kind(config.task.kind)
     rows = (
         {
             "id": example.id,
             "gold": example.label,
-            "prediction": None if prediction == NO_LABEL else str(prediction) if choice else labels[prediction],
+            "prediction": kind.prediction_text(prediction, labels),
             **detail,
             "demo_ids": list(request.demo_ids),
             "dropped_demos": request.dropped_demos,

@@ -15,16 +15,18 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from harness.config import RETRIEVAL_DEMOS, Calibration, Demos, Device, Method, Normalize, RunConfig, Scorer, TaskKind
+from harness.config import RETRIEVAL_DEMOS, Device, RunConfig, TaskConfig
 from harness.engine.backend import backend_spec
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
+from harness.finetune.method import learning_method
 from harness.inputs.data import Example, load_split
 from harness.inputs.demos import demonstrations_per_example
 from harness.inputs.expressions import compile_pattern
-from harness.inputs.prompts import Template, is_channel, load_template
+from harness.inputs.prompts import Template, load_template
 from harness.inputs.registry import task_files, template_files
-from harness.metrics.functions import MUTUAL_INFO, check_metrics
+from harness.kinds.base import Answers, TaskKind, task_kind
+from harness.metrics.registry import check_available, metric
 from harness.runs.distributed import launched_processes
 from harness.runs.fingerprint import examples_digest
 from harness.runs.records import CONFIG_FILE, Inputs, RunRecord, run_dir_name, run_key
@@ -47,7 +49,7 @@ class RunPlan:
 
     @property
     def finetuning(self) -> bool:
-        return self.config.method.name != Method.icl
+        return learning_method(self.config.method.name).trains
 
 
 @dataclass(frozen=True)
@@ -68,24 +70,18 @@ def plan_run(config: RunConfig) -> RunPlan:
     task = config.task
     if config.template == "all":
         raise HarnessError("template=all stands for several runs: plan each of templates_to_run(config)")
+    kind = task_kind(task.kind)
+    trains = learning_method(config.method.name).trains
     # the key names what is used, not "the default"
     config = replace(config, template=config.template or task.default_template, demos=config.demos or task.default_demos,
                      # the seed's own value trains as the plain run does: the same run, the same key
-                     train_seed=None if config.train_seed == config.seed and config.method.name != Method.icl
-                     else config.train_seed)
-    check_task(config)  # first: what the task's kind rules out says more than a generic complaint about it
+                     train_seed=None if config.train_seed == config.seed and trains else config.train_seed)
+    kind.check(config)  # first: what the task's kind rules out says more than a generic complaint about it
+    check_task(config)
     check_settings(config)
     template = load_template(task, config.template, config.label_words)
-    if task.kind == TaskKind.classify and is_channel(template, task.fields) and config.scorer != Scorer.channel:
-        raise HarnessError(f"template '{template.name}' puts the answer before the input (a channel template): "
-                           "use scorer=channel")
-    if config.scorer == Scorer.channel and not is_channel(template, task.fields):
-        raise HarnessError(f"scorer=channel needs a template that puts {{{{ answer }}}} before the input "
-                           f"(a channel_* template), not '{template.name}'")
-    check_metrics(task.metrics, task.kind, task.answer)
-    if MUTUAL_INFO in task.metrics and template.continuation is not None:
-        raise HarnessError(f"{MUTUAL_INFO} needs the options as continuations; template '{template.name}' places "
-                           "them in the context and scores the same text after each (partial scoring)")
+    kind.check_template(template, config)
+    check_metrics(kind, task)
     evaluation = load_split(task, task.eval_split)
     examples = evaluation
     if config.subsample is not None:
@@ -145,46 +141,38 @@ def start_run_dir(plan: RunPlan) -> None:
 
 
 def templates_to_run(config: RunConfig) -> list[str]:
-    """template=all: every template of the task that suits the scorer (channel templates for scorer=channel)."""
+    """template=all: every template of the task that suits the run (classification: channel templates for
+    scorer=channel, the others otherwise)."""
     if config.template != "all":
         return [config.template or config.task.default_template]
+    kind = task_kind(config.task.kind)
     names = [name for name in template_files(config.task.name)
-             if config.task.kind != TaskKind.classify  # no channel scoring there: every template suits
-             or is_channel(load_template(config.task, name), config.task.fields) == (config.scorer == Scorer.channel)]
+             if kind.suits(load_template(config.task, name), config)]
     if not names:
         raise HarnessError(f"task '{config.task.name}' has no templates for scorer={config.scorer}")
     return names
 
 
+def check_metrics(kind: TaskKind, task: TaskConfig) -> None:
+    """The task's metrics are ones its kind can compute, and each is built in or on the hub (loaded now, before any
+    scoring: an unknown name fails first, not last)."""
+    allowed = kind.metric_names(task)
+    if allowed is not None:
+        unknown = sorted(set(task.metrics) - set(allowed))
+        if unknown:
+            raise HarnessError(f"a {kind.name} task's metrics are {', '.join(allowed)}; not {', '.join(unknown)}")
+        return
+    if kind.answers != Answers.options:
+        refused = sorted(name for name in task.metrics if (spec := metric(name)) is not None and spec.needs_options)
+        if refused:
+            raise HarnessError(f"{', '.join(refused)}: metrics of multiple-choice tasks (kind: choice), whose items "
+                               "bring their own options; not of a classification task")
+    check_available(task.metrics)
+
+
 def check_task(config: RunConfig) -> None:
-    """A task's kind and the settings it allows."""
+    """What a task file says that cannot work, whatever its kind."""
     task = config.task
-    if task.kind == TaskKind.classify and not task.labels:
-        raise HarnessError(f"task '{task.name}' has no labels (a multiple-choice task says kind: choice)")
-    if task.kind == TaskKind.perplexity:
-        if task.labels:
-            raise HarnessError(f"task '{task.name}' scores whole texts (kind: perplexity), so it has no labels")
-        fixed = {"shots": (config.shots, 0), "method": (config.method.name, Method.icl),
-                 "scorer": (config.scorer, Scorer.rank), "calibration": (config.calibration, Calibration.none),
-                 "normalize": (config.normalize, Normalize.sum)}
-        for key, (value, allowed) in fixed.items():
-            if value != allowed:
-                raise HarnessError(f"task '{task.name}' scores whole texts by their rolling log-likelihood (kind: "
-                                   f"perplexity): {key}={value} does not apply ({key}={allowed} only)")
-    if task.kind.item_answers:
-        kind = {TaskKind.choice: "multiple choice", TaskKind.cloze: "a cloze task",
-                TaskKind.generate: "a short-answer task"}[task.kind]
-        if task.labels:
-            raise HarnessError(f"task '{task.name}' is {kind} (kind: {task.kind}): its items bring their answers, "
-                               "so it has no labels")
-        unsupported = {"scorer": (config.scorer, Scorer.rank), "calibration": (config.calibration, Calibration.none),
-                       "normalize": (config.normalize, Normalize.sum)}
-        for key, (value, allowed) in unsupported.items():
-            if value != allowed:
-                raise HarnessError(f"{key}={value} needs one set of labels; task '{task.name}' is {kind} "
-                                   f"(its items bring their own answers; metrics: {', '.join(task.metrics)})")
-        if config.demos == Demos.balanced:
-            raise HarnessError(f"demos=balanced needs labels; task '{task.name}' is {kind}")
     patterns = {**{f"answer.filters.{name}.regex": rule.regex for name, rule in task.answer.filters.items()},
                 **{f"answer.regexes_to_ignore[{i}]": regex for i, regex in enumerate(task.answer.regexes_to_ignore)}}
     for key, pattern in patterns.items():  # before minutes of generation, not after
@@ -202,7 +190,7 @@ def check_task(config: RunConfig) -> None:
 def check_settings(config: RunConfig) -> None:
     """Settings that are wrong whatever the task and model (the config schema has rejected wrong types and
     values outside each setting's choices already)."""
-    finetuning = config.method.name != Method.icl
+    finetuning = learning_method(config.method.name).trains
     if config.shots < 0:
         raise HarnessError(f"shots must be >= 0, got {config.shots}")
     if config.seed < 0:
@@ -215,10 +203,6 @@ def check_settings(config: RunConfig) -> None:
         raise HarnessError("eval_shots applies to fine-tuning methods; for icl use shots")
     if not 0 <= config.eval_shots <= config.shots:
         raise HarnessError(f"eval_shots must be between 0 and shots ({config.shots}), got {config.eval_shots}")
-    if config.calibration != Calibration.none and config.scorer != Scorer.rank:
-        raise HarnessError(f"calibration={config.calibration} applies to scorer=rank, not scorer={config.scorer}")
-    if config.calibration == Calibration.contextual and not config.content_free_inputs:
-        raise HarnessError("calibration=contextual needs at least one content-free input (content_free_inputs=[...])")
     if config.demos in RETRIEVAL_DEMOS and finetuning:
         raise HarnessError(f"demos={config.demos} picks demonstrations per test example; "
                            "fine-tuning needs one training set (demos=random, balanced, first_n or ids)")

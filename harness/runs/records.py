@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.files import sha256_text
+from harness.finetune.method import TrainingRecord
+from harness.kinds.base import task_kind
 
 RECORD_FORMAT = 2
 CONFIG_FILE = "config.yaml"  # the resolved config, written when the run starts
@@ -41,10 +43,6 @@ MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
 KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {},
                "model.backend": "hf"}
-# How a short answer (kind: generate) is cut and compared; bumped when that changes, so that records of such
-# runs written under other rules are not reused (the setting is in the key of those tasks only). 2: both ends of
-# the answer stripped, as lm-evaluation-harness 0.4.13's remove_whitespace (1: the start only).
-ANSWER_RULES = 2
 # recorded name -> distribution (the harness's own is icl-harness on PyPI; records call it harness)
 VERSIONED_PACKAGES = {"harness": "icl-harness", **{name: name for name in ("torch", "transformers", "datasets", "evaluate",
                                                                           "hydra-core", "numpy")}}
@@ -65,19 +63,6 @@ class Inputs:
     eval_data: str  # sha256 of the evaluation split's examples (id, fields, label), before subsample/limit
     demo_data: str | None  # the same for the demonstration split; None at 0 shots
     model: str  # the weights: a packaged wheel's sha256, a local directory's file hashes, or a hub commit
-
-
-@dataclass(frozen=True)
-class TrainingRecord:
-    trainable_parameters: int
-    total_parameters: int
-    steps: int
-    examples_seen: int
-    tokens_seen: int
-    train_time_s: float
-    peak_memory_mb: float
-    train_flops: float
-    losses: list[float]  # one per step
 
 
 @dataclass(frozen=True)
@@ -211,8 +196,9 @@ def _check_predictions(run_dir: Path, record: RunRecord) -> str:
 def run_key(config: dict[str, Any], inputs: Inputs) -> str:
     relevant = _without_neutral({key: value for key, value in config.items() if key not in HASH_EXCLUDED})
     relevant["model"] = {key: value for key, value in relevant["model"].items() if key not in MODEL_HASH_EXCLUDED}
-    if config["task"].get("kind") == "generate":
-        relevant["answer_rules"] = ANSWER_RULES
+    rules = task_kind(config["task"].get("kind") or "classify").answer_rules
+    if rules is not None:  # how the kind compares answers (short answers), bumped when that changes
+        relevant["answer_rules"] = rules
     payload = json.dumps({"config": relevant, "inputs": asdict(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.config import Choice
+from harness.config import Enumerated
 from harness.files import write_text_atomic
 from harness.runs.records import RecordError
 
@@ -20,7 +20,7 @@ STUDY_FORMAT = 1
 STUDIES_DIR = "studies"  # under the results directory
 
 
-class Source(Choice):
+class Source(Enumerated):
     """What a study can vary; each is a factor of the design."""
 
     set = "set"  # which k examples are drawn (demonstrations, or the training set): the run seed
