@@ -351,3 +351,12 @@ def in_headless_browser(page: str, script: str, tmp_path: Path) -> dict:
     found = re.search(r'<pre id="browser-check">(.*?)</pre>', done.stdout)
     assert found, done.stdout[-2000:]
     return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+def one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The one `error:` line a command failed with (status `code`, no traceback)."""
+    assert done.returncode == code, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]

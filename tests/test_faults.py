@@ -21,19 +21,11 @@ import pytest
 from harness.errors import HarnessError
 from harness.inputs.expressions import ENVIRONMENT, compile_expression
 from harness.runs.records import RecordError, read_run
-from helpers import read_record, run_cli, run_in_process
+from helpers import one_error_line, read_record, run_cli, run_in_process
 
 BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
                for previous, name in zip("abcdefgh", "bcdefghi"))
 BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + BOMB  # 9^9 strings expanded
-
-
-def _one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    assert done.returncode == code, (done.returncode, done.stderr[-3000:])
-    assert "Traceback" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, done.stderr
-    return errors[0]
 
 
 def _timed_cli(*arguments: str, env: dict, cwd: Path, limit_s: float) -> subprocess.CompletedProcess:
@@ -231,9 +223,9 @@ def test_an_alias_bomb_fails_its_own_runs_in_one_line_and_no_others(tmp_path: Pa
     assert any(line.strip().startswith("toy") for line in listed.stdout.splitlines())
 
     bomb = _timed_cli("run", "task=bomb", env=env, cwd=tmp_path, limit_s=15)
-    assert f"cannot read task file {hostile / 'tasks' / 'bomb.yaml'}: it expands to more than" in _one_error_line(bomb)
+    assert f"cannot read task file {hostile / 'tasks' / 'bomb.yaml'}: it expands to more than" in one_error_line(bomb)
     template = _timed_cli("run", "task=toy", "template=bomb", env=env, cwd=tmp_path, limit_s=15)
-    assert "cannot read template" in _one_error_line(template)
+    assert "cannot read template" in one_error_line(template)
     good = _timed_cli("run", "task=toy", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", env=env,
                       cwd=tmp_path, limit_s=60)
     assert good.returncode == 0, good.stderr[-2000:]
@@ -253,7 +245,7 @@ def test_a_broken_template_file_is_one_line(content: str, message: str, tmp_path
     (root / "prompts" / "toy" / "broken.yaml").write_text(content)
     done = run_cli("run", "task=toy", "template=broken", "model=./never-loaded", env={**harness_env,
                    "HARNESS_PATH": str(root)}, cwd=tmp_path)
-    assert f"cannot read template {root / 'prompts' / 'toy' / 'broken.yaml'}: {message}" in _one_error_line(done)
+    assert f"cannot read template {root / 'prompts' / 'toy' / 'broken.yaml'}: {message}" in one_error_line(done)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -262,7 +254,7 @@ def test_a_python_tag_in_a_task_file_is_one_line(tmp_path: Path, harness_env: di
     (root / "tasks").mkdir(parents=True)
     (root / "tasks" / "evil.yaml").write_text("name: !!python/object/apply:os.system ['touch pwned']\nfields: [a]\n")
     done = run_cli("run", "task=evil", env={**harness_env, "HARNESS_PATH": str(root)}, cwd=tmp_path)
-    assert "could not determine a constructor for the tag" in _one_error_line(done)
+    assert "could not determine a constructor for the tag" in one_error_line(done)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -272,7 +264,7 @@ def test_a_task_named_otherwise_than_its_file_is_one_line(tmp_path: Path, harnes
     shutil.copytree(root / "prompts" / "toy", root / "prompts" / "mytask")
     done = run_cli("run", "task=mytask", env={**harness_env, "HARNESS_PATH": str(root)}, cwd=tmp_path)
     assert ("says name: toy; a task's name must be its file's name (mytask): rename one of them"
-            in _one_error_line(done))
+            in one_error_line(done))
 
 
 # --- 3, 4. column expressions and patterns: the sandbox and the time limit --------------------------------------
@@ -299,7 +291,7 @@ def test_a_hostile_column_expression_is_one_line_and_quick(expression: str, mess
     _task_with_column(root, expression)
     done = _timed_cli("run", "task=toy", "model=./never-loaded", env={**harness_env, "HARNESS_PATH": str(root)},
                       cwd=tmp_path, limit_s=20)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert message in line and f"the expression {expression!r}" in line, line
 
 
@@ -375,7 +367,7 @@ def test_a_model_path_with_hydra_syntax_characters_is_taken_as_it_is(tmp_path: P
                      cwd=tmp_path)
     assert "complete already" in quoted.stdout, quoted.stderr[-2000:]  # quoted the Hydra way: the same path
     other = run_cli("run", "task=toy", f"output_dir={tmp_path}/a(b)", env=harness_env, cwd=tmp_path)
-    assert ("goes in quotes, key='value'" in _one_error_line(other)
+    assert ("goes in quotes, key='value'" in one_error_line(other)
             and f"'output_dir={tmp_path}/a(b)'" in other.stderr)
 
 
@@ -385,13 +377,13 @@ def test_an_incomplete_model_directory_names_what_is_missing(tmp_path: Path, har
     empty.mkdir()
     done = run_cli("run", "task=toy", f"model={empty}", env=harness_env, cwd=tmp_path)
     assert (f"model directory {empty} has no config.json and no weights (model.safetensors, or pytorch_model.bin, "
-            "or their shards) and no tokenizer files" in _one_error_line(done))
+            "or their shards) and no tokenizer files" in one_error_line(done))
     half = tmp_path / "half"
     half.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_model_dir / name, half)
     done = run_cli("run", "task=toy", f"model={half}", env=harness_env, cwd=tmp_path)
-    assert f"model directory {half} has no tokenizer files (tokenizer.json" in _one_error_line(done)
+    assert f"model directory {half} has no tokenizer files (tokenizer.json" in one_error_line(done)
 
 
 # --- 10 and the rest: settings checked before anything loads ------------------------------------------------------
@@ -399,7 +391,7 @@ def test_an_incomplete_model_directory_names_what_is_missing(tmp_path: Path, har
 def test_the_cache_commands_say_when_the_cache_directory_does_not_exist(tmp_path: Path, harness_env: dict) -> None:
     env = {**harness_env, "HARNESS_CACHE": str(tmp_path / "typo")}
     verified = run_cli("cache", "verify", env=env, cwd=tmp_path)
-    assert f"the cache directory {tmp_path / 'typo'} (HARNESS_CACHE) does not exist" in _one_error_line(verified)
+    assert f"the cache directory {tmp_path / 'typo'} (HARNESS_CACHE) does not exist" in one_error_line(verified)
     listed = run_cli("cache", "list", env=env, cwd=tmp_path)
     assert listed.returncode == 0 and "does not exist" in listed.stdout
 
@@ -414,7 +406,7 @@ def test_the_cache_commands_say_when_the_cache_directory_does_not_exist(tmp_path
 def test_settings_that_can_never_work_fail_before_anything_loads(arguments: list[str], message: str, tmp_path: Path,
                                                                  harness_env: dict) -> None:
     done = _timed_cli(*arguments, env=harness_env, cwd=tmp_path, limit_s=30)
-    assert message in _one_error_line(done)
+    assert message in one_error_line(done)
 
 
 # --- 12. what batch_size may change: scores by float rounding, never a prediction ------------------------------

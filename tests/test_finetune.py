@@ -120,3 +120,26 @@ def test_fine_tuning_trains_on_the_examples_icl_shows(tmp_path: Path, harness_en
     assert read_record(with_demos.run_dir) == with_demos.record  # what was written is what the report reads
     assert with_demos.record.demo_ids == records["icl"].demo_ids[:2]
     assert with_demos.record.train_ids == records["icl"].demo_ids
+
+
+def test_the_worked_example_of_docs_architecture_is_a_method_that_runs(tmp_path: Path, harness_env: dict,
+                                                                      tiny_model_dir: Path) -> None:
+    """docs/architecture.md adds a fine-tuning method in one module: that very code registers and trains."""
+    import re
+
+    from harness.finetune.method import METHODS
+    from helpers import REPO
+
+    guide = (REPO / "docs" / "architecture.md").read_text()
+    source = re.search(r'```python\n("""Head tuning.*?)```', guide, re.S).group(1)
+    exec(compile(source, "docs/architecture.md", "exec"), {})  # registers method=head
+    try:
+        result = run_in_process("task=toy", f"model={tiny_model_dir}", "method=head", "shots=4", "method.steps=2",
+                                f"output_dir={tmp_path}")
+    finally:
+        METHODS.pop("head")
+    training = result.record.training
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    head = config["n_embd"] * config["vocab_size"]  # the output layer (tied to the input embeddings): those only
+    assert training.steps == 2 and training.trainable_parameters == head < training.total_parameters
+    assert (result.run_dir / "weights.safetensors").is_file()

@@ -29,19 +29,11 @@ from harness.sources.cache import (
     sweep_partials,
     write_manifest,
 )
-from helpers import read_record, run_cli, run_in_process, write_long_task
+from helpers import one_error_line, read_record, run_cli, run_in_process, write_long_task
 
 
 def _run_dirs(output: Path) -> list[Path]:
     return sorted(p for p in output.iterdir() if p.is_dir() and not p.name.startswith(".")) if output.exists() else []
-
-
-def _one_error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    assert done.returncode == code, (done.returncode, done.stderr[-3000:])
-    assert "Traceback" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, done.stderr
-    return errors[0]
 
 
 # --- a larger toy task, so that a run lasts long enough to be killed in the middle ---------------------------
@@ -221,7 +213,7 @@ def test_non_finite_scores_stop_the_run_and_leave_no_record(tmp_path: Path, harn
     model.save_pretrained(broken)
     done = run_cli("run", "task=toy", f"model={broken}", "shots=1", f"output_dir={tmp_path / 'out'}",
                    env=harness_env, cwd=tmp_path)
-    assert "non-finite log-probability" in _one_error_line(done)
+    assert "non-finite log-probability" in one_error_line(done)
     [run_dir] = _run_dirs(tmp_path / "out")
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "predictions.jsonl").exists()
     assert "NaN" not in (run_dir / "journal.jsonl").read_text()
@@ -298,7 +290,7 @@ def test_a_damaged_converted_model_is_found_and_named(damage: str, tmp_path: Pat
         tokenizer = entry.path / "tokenizer.json"
         tokenizer.write_bytes(tokenizer.read_bytes()[:100])
     done = run_cli("run", *arguments, "rerun=true", env=harness_env, cwd=tmp_path)  # a new process checks hashes
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert line.startswith(f"error: the cached model smollm2-135m is corrupt ({entry.path}: ")
     assert line.endswith("repair with: python -m harness cache clear smollm2-135m")
     verify = run_cli("cache", "verify", env=harness_env, cwd=tmp_path)
@@ -321,7 +313,7 @@ def test_a_damaged_packaged_asset_is_found_and_named(tmp_path: Path, harness_env
     data = entry.path / "rotten_tomatoes_corpus_full.csv.bz2"
     data.write_bytes(data.read_bytes()[:50])
     done = run_cli("run", "task=sentiment", "model=./no-model-needed", env=harness_env, cwd=tmp_path)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert line.startswith("error: the cached asset rotten-tomatoes-critics is corrupt (") and "50 bytes" in line
     assert line.endswith("repair with: python -m harness cache clear rotten-tomatoes-critics")
 
@@ -335,7 +327,7 @@ def test_a_damaged_gguf_is_found_before_conversion(tmp_path: Path, harness_env: 
     (entry.path / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + bytes(10))
     done = run_cli("run", "task=toy", "model=smollm2-135m", f"output_dir={tmp_path / 'out'}", env=harness_env,
                    cwd=tmp_path)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert "the cached asset smollm2-135m-instruct-gguf is corrupt" in line and "14 bytes, 1,004 were recorded" in line
 
 
@@ -412,7 +404,7 @@ def test_a_cache_that_cannot_be_written_is_one_line(kind: str, tmp_path: Path, h
         expected = "error: cannot write to the cache directory /proc/harness-cache/models"
     env = {**harness_env, "HARNESS_CACHE": str(cache)}
     done = run_cli("run", "task=toy", "model=smollm2-135m", f"output_dir={tmp_path / 'out'}", env=env, cwd=tmp_path)
-    assert _one_error_line(done).startswith(expected)
+    assert one_error_line(done).startswith(expected)
     assert not (tmp_path / "out").exists()  # found before anything else happened
 
 
@@ -495,7 +487,7 @@ def test_bad_values_fail_in_one_line(case: str, tmp_path: Path, harness_env: dic
     started = time.perf_counter()
     done = run_cli("run", "task=toy", "model=./never-loaded", f"output_dir={tmp_path / 'out'}", *overrides, env=env,
                    cwd=tmp_path)
-    assert message in _one_error_line(done), done.stderr
+    assert message in one_error_line(done), done.stderr
     assert not (tmp_path / "out").exists()
     assert time.perf_counter() - started < 60
 
@@ -511,7 +503,7 @@ def test_a_broken_task_file_is_listed_as_broken_and_fails_only_its_runs(tmp_path
     [line] = [line for line in listed.stdout.splitlines() if line.strip().startswith("broken")]
     assert "BROKEN: cannot read task file" in line and "toy" in listed.stdout
     done = run_cli("run", "task=broken", env=env, cwd=tmp_path)
-    assert f"cannot read task file {root / 'tasks' / 'broken.yaml'}" in _one_error_line(done)
+    assert f"cannot read task file {root / 'tasks' / 'broken.yaml'}" in one_error_line(done)
     works = run_cli("run", "task=toy", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", env=env,
                     cwd=tmp_path)
     assert works.returncode == 0, works.stderr

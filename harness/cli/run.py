@@ -32,6 +32,8 @@ from harness.inputs.registry import (
     template_files,
 )
 from harness.kinds.base import Answers, all_kinds, task_kind
+from harness.kinds.calibration import calibrated
+from harness.metrics.registry import UNCALIBRATED, diagnostic
 from harness.runs.distributed import is_main_process
 from harness.runs.launch import relaunch, requested_processes
 from harness.runs.records import RunRecord
@@ -245,10 +247,10 @@ def _check_overrides(overrides: list[str], multirun: bool) -> None:
 
 def _results_table(records: list[RunRecord]) -> str:
     metrics = list(dict.fromkeys(name for record in records for name in record.metrics
-                                 if name not in ("ece", "no_label_rate")))  # the tasks' own, in their order
+                                 if not diagnostic(name)))  # the tasks' own, in their order (not ECE)
     columns = ["task", "model", "method", "template", "shots", "seed", "n", *metrics]
-    if any(record.calibration != "none" for record in records):
-        columns += ["calibration", "uncalibrated_accuracy"]
+    if any(calibrated(record.calibration) for record in records):
+        columns += ["calibration", f"{UNCALIBRATED}{metrics[0]}"]
     columns += ["wall_time_s"]
     rows = [[_format(_value(record, column)) for column in columns] for record in records]
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
@@ -258,8 +260,8 @@ def _results_table(records: list[RunRecord]) -> str:
 
 
 def _value(record: RunRecord, column: str) -> object:
-    if column == "uncalibrated_accuracy":
-        return (record.uncalibrated or {}).get("accuracy")
+    if column.startswith(UNCALIBRATED):
+        return (record.uncalibrated or {}).get(column.removeprefix(UNCALIBRATED))
     if column == "wall_time_s":
         return record.cost.wall_time_s
     if column in record.metrics:

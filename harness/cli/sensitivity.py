@@ -28,6 +28,7 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.finetune.method import all_methods, learning_method
 from harness.inputs.prompts import load_template
+from harness.kinds.calibration import calibrated
 from harness.runs.plan import plan_run, templates_to_run
 from harness.runs.run import reusable
 from harness.runs.study import Cell, Condition, FactorSpec, Source, Study, write_study
@@ -266,7 +267,7 @@ def _conditions(method: str, factors: list[FactorSpec], cells: list[PlannedCell]
     if calibration:
         variants = [(str(method), False), (f"{method}, contextual calibration", True)]
     else:
-        variants = [(str(method) if fixed_calibration == "none" else f"{method}, {fixed_calibration} calibration",
+        variants = [(str(method) if not calibrated(fixed_calibration) else f"{method}, {fixed_calibration} calibration",
                      True)]
     return [Condition(name=name, method=str(method), factors=factors,
                       cells=[Cell(levels=cell.levels, run_dir=str(cell.run_dir), calibrated=calibrated)

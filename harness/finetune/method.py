@@ -79,6 +79,13 @@ def all_methods() -> dict[str, Method]:
     return METHODS
 
 
+def in_context(name: str) -> bool:
+    """Whether a recorded run's method learned in context (trained nothing): the side fine-tuning is compared with.
+    A name no longer registered counts as trained."""
+    method = all_methods().get(name)
+    return method is not None and not method.trains
+
+
 def learning_method(name: str) -> Method:
     if name not in all_methods():
         raise HarnessError(f"unknown method '{name}' (methods: {', '.join(METHODS)})")

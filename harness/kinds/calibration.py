@@ -100,6 +100,11 @@ def register_calibration(kind: type[Calibration]) -> type[Calibration]:
     return kind
 
 
+def calibrated(name: str) -> bool:
+    """Whether a recorded run's calibration changed its distribution (an unknown name counts as calibrated)."""
+    return name not in CALIBRATIONS or CALIBRATIONS[name].calibrates
+
+
 def calibration(name: str) -> Calibration:
     if name not in CALIBRATIONS:
         raise HarnessError(f"unknown calibration '{name}' (calibrations: {', '.join(CALIBRATIONS)})")

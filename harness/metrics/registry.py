@@ -75,6 +75,7 @@ class Metric:
     needs_options: bool = False  # a classification task cannot have it (its labels are not options)
     needs_unconditional: bool = False  # costs a request per distinct option: computed only when a task lists it
     in_report: bool = True  # a column of the report's tables (no_label_rate is only noted in the record)
+    diagnostic: bool = False  # recorded beside the task's own metrics, never named by a task (ECE, no-label rate)
 
     @property
     def exported_name(self) -> str:
@@ -145,8 +146,8 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("byte_perplexity", "byte perplexity", _byte_perplexity, higher_is_better=False),
     Metric("bits_per_byte", "bits per byte", _bits_per_byte, higher_is_better=False),
     # computed by the classification kind beside the task's own
-    Metric("ece", "ECE", None, higher_is_better=False),
-    Metric("no_label_rate", "no-label rate", None, higher_is_better=False, in_report=False),
+    Metric("ece", "ECE", None, higher_is_better=False, diagnostic=True),
+    Metric("no_label_rate", "no-label rate", None, higher_is_better=False, in_report=False, diagnostic=True),
 )}
 NAMED_EXTRACTION = "exact_match_"  # + the name of a short-answer task's answer filter
 MACRO = "_macro"  # + nothing: the mean over the values of task.metrics_by
@@ -177,11 +178,16 @@ def reported(names: Sequence[str]) -> list[str]:
     return order([name for name in names if (known := metric(name)) is not None and known.in_report])
 
 
+def diagnostic(name: str) -> bool:
+    known = metric(name)
+    return known is not None and known.diagnostic
+
+
 def choosable(name: str) -> bool:
     """A metric the report can rank and plot by (`report metric=`): one a task records, not a diagnostic of it
     (ECE) or one of its variants (before calibration, mean over metrics_by values)."""
     known = metric(name)
-    return (known is not None and known.compute is not None and known.in_report
+    return (known is not None and not known.diagnostic and known.in_report
             and not name.startswith(UNCALIBRATED) and not name.endswith(MACRO))
 
 

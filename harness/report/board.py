@@ -23,7 +23,9 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from harness.finetune.method import in_context
 from harness.inputs.registry import TaskGroup
+from harness.kinds.calibration import calibrated
 from harness.metrics.registry import leaderboard_metric
 from harness.report.load import metric_columns
 from harness.report.stats import (
@@ -64,15 +66,15 @@ def model_boards(runs: pd.DataFrame, task_groups: Sequence[TaskGroup], metric: s
                  resamples: int = BOOTSTRAP_RESAMPLES) -> list[ModelBoard]:
     """A board for each k at which ICL runs of two or more models exist (plain rank scoring, uncalibrated: the
     protocol of published leaderboards; the other runs are in the report's other tables)."""
-    plain = runs[(runs["scorer"] == "rank") & (runs["calibration"] == "none")]
+    plain = runs[(runs["scorer"] == "rank") & ~runs["calibration"].map(calibrated)]
     metrics = main_metrics(plain, task_groups, metric)
     boards = []
     for shots, at_k in plain.groupby("shots", sort=True):
-        icl = at_k[at_k["method"] == "icl"]
+        icl = at_k[at_k["method"].map(in_context)]
         if icl["model"].nunique() < 2:
             continue
         tasks = {task: name for task, name in metrics.items() if task in set(icl["task"])}
-        table = _board(icl, at_k[at_k["method"] != "icl"], tasks, predictions, resamples)
+        table = _board(icl, at_k[~at_k["method"].map(in_context)], tasks, predictions, resamples)
         boards.append(ModelBoard(int(shots), tasks, table))
     return boards
 

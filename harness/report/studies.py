@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
 from harness.errors import HarnessError
+from harness.finetune.method import in_context
+from harness.kinds.calibration import calibrated as was_calibrated
 from harness.report.render import Figure, Section
 from harness.report.variance import ITEMS, Decomposition, Factor, Verdict, compare, decompose
 from harness.runs.records import RecordError, read_predictions, read_run
@@ -67,8 +69,8 @@ def analyse(study: Study) -> StudyResult:
                  compare(tuned.correct, [c.levels for c in tuned.condition.cells], tuned.factors,
                          icl.correct, [c.levels for c in icl.condition.cells], icl.factors,
                          bootstrap=VERDICT_BOOTSTRAP))
-                for tuned in results if tuned.condition.method != "icl"
-                for icl in results if icl.condition.method == "icl"]
+                for tuned in results if not in_context(tuned.condition.method)
+                for icl in results if in_context(icl.condition.method)]
     return StudyResult(study, results, verdicts)
 
 
@@ -81,7 +83,7 @@ def _correctness(run_dir: Path, calibrated: bool) -> tuple[list[str], list[bool]
     except RecordError as error:
         raise HarnessError(f"the study's run {run_dir} cannot be read ({error}; the same `sensitivity` command "
                            "scores it again)") from None
-    if calibrated or record.calibration == "none":
+    if calibrated or not was_calibrated(record.calibration):
         return [str(r["id"]) for r in rows], [r["prediction"] == r["gold"] for r in rows]
     return [str(r["id"]) for r in rows], [max(r["scores"], key=r["scores"].get) == r["gold"] for r in rows]
 
@@ -89,7 +91,7 @@ def _correctness(run_dir: Path, calibrated: bool) -> tuple[list[str], list[bool]
 def _phrase(name: str, method: str) -> str:
     if name == ITEMS:
         return "the sampling of test items"
-    parts = [PHRASES[part] if not (part == "set" and method != "icl") else "which training examples are drawn"
+    parts = [PHRASES[part] if not (part == "set" and not in_context(method)) else "which training examples are drawn"
              for part in name.split(" x ")]
     return parts[0] if len(parts) == 1 else "the interaction of " + " and ".join(parts)
 

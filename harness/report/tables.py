@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.finetune.method import in_context
 from harness.inputs.registry import TaskGroup
 from harness.metrics.functions import NO_LABEL
 from harness.metrics.registry import choosable, higher_is_better
@@ -76,8 +77,8 @@ def comparison(runs: pd.DataFrame, settings: pd.DataFrame, group: list[str], met
               if not _method_side(k) and (settings[k] != ABSENT_SETTING).all()]  # demos, subsample, task.*, ...
     runs = runs.join(settings.add_prefix("config.")[shared])
     pair_keys = [k for k in IDENTITY if k != "method"] + shared
-    icl = runs[runs["method"] == "icl"].drop_duplicates(pair_keys)
-    pairs = runs[runs["method"] != "icl"].merge(icl, on=pair_keys, suffixes=("", "_icl"))
+    icl = runs[runs["method"].map(in_context)].drop_duplicates(pair_keys)
+    pairs = runs[~runs["method"].map(in_context)].merge(icl, on=pair_keys, suffixes=("", "_icl"))
     rows = []
     for keys, frame in pairs.groupby(group, sort=False, dropna=False):
         arrays = paired_items(frame, predictions)
@@ -189,6 +190,6 @@ def _span(values: pd.Series) -> str:
 def _sorted(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     """Rows in group order, icl first among methods (the baseline the others are read against)."""
     def key(column: pd.Series) -> pd.Series:
-        return column.map(lambda m: "" if m == "icl" else m) if column.name == "method" else column
+        return column.map(lambda m: "" if in_context(m) else m) if column.name == "method" else column
 
     return table.sort_values(group, key=key, kind="stable", na_position="first").reset_index(drop=True)
