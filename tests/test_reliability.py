@@ -474,6 +474,8 @@ BAD_VALUES = {
     "an empty data file": ([], {"data": "  \n"}, "is empty"),
     "a data file not in UTF-8": ([], {"data": '{"text": "caf\u00e9", "label": 1}\n'},
                                  "is not UTF-8 text (byte 0xe9 at offset 13)"),
+    "a metric the harness records by itself": ([], {"metrics": "[accuracy, ece]"},
+                                               "metric 'ece' is recorded beside a task's own metrics"),
     "an unknown metric": ([], {"metrics": "[accuracy, bleurt_xl]"},
                           "metric 'bleurt_xl' is not available locally and HF_HUB_OFFLINE=1 forbids downloading it"),
 }

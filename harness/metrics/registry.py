@@ -251,8 +251,12 @@ def measure_all(names: Sequence[str], inputs: MetricInputs) -> tuple[dict[str, f
 def check_available(names: Sequence[str]) -> None:
     """Every metric a task names, loaded now, before any scoring: an unknown name fails first, not last."""
     for name in names:
-        if metric(name) is None:
+        known = metric(name)
+        if known is None:
             _hub_metric(name)
+        elif known.compute is None:
+            raise HarnessError(f"metric '{name}' is recorded beside a task's own metrics (ECE, the no-label rate, "
+                               "the macro averages of metrics_by), not named in task.metrics")
 
 
 @functools.cache
