@@ -184,3 +184,32 @@ def test_requests_with_their_own_instruction_share_it_with_their_group_only(lm: 
     instruction_tokens = [len(lm.tokenizer(p.instruction)["input_ids"]) for p in prompts[::2]]
     # each subject's instruction runs once, not once per item (one group of all four shares almost nothing)
     assert stats.tokens_forwarded <= one_group.tokens_forwarded - min(instruction_tokens) + 4
+
+
+def test_whole_rows_are_chosen_by_token_counts() -> None:
+    from harness.engine.request import whole_rows
+
+    assert whole_rows(12, [tuple(range(30)), tuple(range(28))])  # PIQA: a short question, two long solutions
+    assert not whole_rows(25, [(1, 2, 3), (4, 5, 6), (7, 8), (9, 10, 11)])  # ARC: a longer question, short options
+    assert not whole_rows(40, [(1,), (2,)])  # single-token labels: one pass over the query does it all
+    assert whole_rows(40, [(1, 2, 3)])  # one continuation: always in its query's row
+
+
+@pytest.mark.parametrize("layout", ["whole rows", "shared query"])
+def test_both_layouts_give_the_full_recompute(lm: HFBackend, layout: str) -> None:
+    """A request's continuations after a short query run as rows of their own; after a long one they share it.
+    Both equal a plain full recompute, with the greedy flags, whatever the batch size."""
+    from harness.engine.request import whole_rows
+
+    long = (" not at all wonderful and truly excellent, warm and funny", " very bad, a dull mess and a waste of time")
+    query = "good" if layout == "whole rows" else "a joyful film with a long title that goes on and on, " * 3
+    prompts = [Prompt(example_id=f"q{i}", instruction="", demonstrations=(), demo_ids=(), query=f"{query} {i}",
+                      continuations=long) for i in range(5)]
+    requests = build_requests(prompts, lm)
+    assert all(whole_rows(len(r.context_ids), r.continuation_ids) == (layout == "whole rows") for r in requests)
+    for batch_size in (1, 2, 5):
+        scores, _ = score_requests(lm, requests, batch_size=batch_size, prefix_cache=False, progress=False)
+        for prompt, score in zip(prompts, scores):
+            for label, continuation in enumerate(prompt.continuations):
+                assert score.logprobs[label] == pytest.approx(_reference_logprob(lm, prompt.context(), continuation),
+                                                              rel=1e-6, abs=1e-5)  # sums of ~20 fp32 terms

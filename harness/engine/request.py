@@ -84,3 +84,16 @@ def shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:
     while length < limit and all(context[length] == first[length] for context in contexts):
         length += 1
     return length
+
+
+def whole_rows(query_length: int, continuations: Sequence[tuple[int, ...]]) -> bool:
+    """Whether a request's continuations run each in a row of its own, after a copy of its query (a plain forward
+    pass per continuation: PIQA's short question before two long solutions), rather than after one run of the
+    query (a second pass over copies of its keys and values, one row per distinct stem: the options of ARC and
+    HellaSwag after a longer context). Both are exact. Whole rows cost the query's tokens again for every
+    continuation but one; they are chosen when that is no more than the stems the second pass would run. A single
+    continuation always runs in its query's row."""
+    if len(continuations) < 2:
+        return True
+    stems = sum(len(ids) - 1 for ids in set(continuations))
+    return (len(continuations) - 1) * query_length <= stems

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from harness.engine.backend import Backend, OutOfMemory, Scores
 from harness.engine.journal import Journal
-from harness.engine.request import ScoringRequest, shared_prefix_length
+from harness.engine.request import ScoringRequest, shared_prefix_length, whole_rows
 from harness.errors import HarnessError
 
 Item = TypeVar("Item")
@@ -72,7 +72,7 @@ def score_requests(
             contexts = [requests[i].context_ids for i in members]
             shared = shared_prefix_length(contexts) if prefix_cache and not rolling else 0
             forwarded += shared
-            members.sort(key=lambda i: -_row_width(requests[i]))  # similar lengths, little padding
+            members.sort(key=lambda i: -_row_width(requests[i], shared))  # similar widths, little padding
             todo = [index for index in members if index not in done]
             if not todo:
                 continue
@@ -103,11 +103,14 @@ def score_requests(
     return scores, ScoringStats(scored, forwarded, time.perf_counter() - start)
 
 
-def _row_width(request: ScoringRequest) -> int:
-    """Positions the request's row runs: its context, and a single continuation in the same row but its last token
-    (several continuations run after the row: harness/engine/hf/scorer.py)."""
-    inline = request.continuation_ids[0] if len(request.continuation_ids) == 1 else ()
-    return len(request.context_ids) + max(0, len(inline) - 1)
+def _row_width(request: ScoringRequest, shared: int) -> int:
+    """The widest row the request makes after the shared prefix, so that a batch's rows have similar widths and
+    little padding: its query and longest continuation (but its last token) when its continuations run in rows
+    of their own (request.whole_rows), else its query (its continuations run in a second pass)."""
+    query = len(request.context_ids) - shared
+    if whole_rows(query, request.continuation_ids):
+        return query + max(0, max(map(len, request.continuation_ids), default=0) - 1)
+    return query
 
 
 def _require_finite(values: Scores, requests: Sequence[ScoringRequest]) -> None:

@@ -25,7 +25,7 @@ from transformers import DynamicCache
 
 from harness.engine.backend import Scores
 from harness.engine.hf.forward import SharedPrefix, forward_rows
-from harness.engine.request import ScoringRequest
+from harness.engine.request import ScoringRequest, whole_rows
 
 if TYPE_CHECKING:
     from harness.engine.hf.backend import HFBackend
@@ -37,56 +37,74 @@ def score_batch(lm: HFBackend, prefix: SharedPrefix | None, prefix_length: int,
 
     `prefix` holds the soft prompt (if any) and the first `prefix_length` context tokens of every request.
     """
-    batch = range(len(requests))
-    queries = [requests[i].context_ids[prefix_length:] for i in batch]
-    # A request with one continuation (a cloze target, a partial-scoring option) runs it in the same row, right
-    # after its query: one forward pass, as a full recompute does, instead of a second pass over a copy of the
-    # query's keys and values. With several, the query runs once and the continuations after it (level 3).
-    inline = [requests[i].continuation_ids[0] if len(requests[i].continuation_ids) == 1 else () for i in batch]
-    inputs = [query + ids[:-1] for query, ids in zip(queries, inline)]
+    queries = [request.context_ids[prefix_length:] for request in requests]
+    # Each row of the first pass is a request's query with one continuation after it (its own row: a plain
+    # forward pass, as a full recompute does) or with none (shared: the continuations run after it, level 3).
+    rows: list[tuple[int, int | None]] = []  # (request, continuation, or None for a shared query row)
+    for index, (query, request) in enumerate(zip(queries, requests)):
+        if whole_rows(len(query), request.continuation_ids):
+            rows.extend((index, label) for label in range(len(request.continuation_ids)))
+        else:
+            rows.append((index, None))
+    inline = [() if label is None else requests[index].continuation_ids[label] for index, label in rows]
+    inputs = [queries[index] + ids[:-1] for (index, _), ids in zip(rows, inline)]
     past = None if prefix is None else prefix.cache(len(inputs), max(map(len, inputs)))
     span = max(1, *map(len, inline))
-    query_mask, logits, query_cache = forward_rows(lm, past, inputs, [len(q) - 1 for q in queries], span=span)
-    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # from each request's last context token on
-    best = logprobs.argmax(dim=-1).tolist()
-    next_token, next_best = logprobs[:, 0], [row[0] for row in best]
-    values: list[list[tuple[float, bool]]] = [[(0.0, False)] * len(requests[i].continuation_ids) for i in batch]
-    for row, ids in enumerate(inline):
-        if ids:
-            values[row][0] = (sum(logprobs[row, j, token].item() for j, token in enumerate(ids)),
-                              all(best[row][j] == token for j, token in enumerate(ids)))
-    stems: list[tuple[int, tuple[int, ...], list[int]]] = []  # (row in batch, stem, labels sharing it)
-    for row, index in enumerate(batch):
-        if inline[row]:
+    query_mask, logits, query_cache = forward_rows(lm, past, inputs, [len(queries[index]) - 1 for index, _ in rows],
+                                                   span=span)
+    scores = _TokenScores(logits)  # from each row's last context token on
+    values: list[list[tuple[float, bool]]] = [[(0.0, False)] * len(request.continuation_ids) for request in requests]
+    for row, ((index, label), ids) in enumerate(zip(rows, inline)):
+        if label is not None:
+            values[index][label] = scores.of(row, 0, ids)
+    stems: list[tuple[int, tuple[int, ...], list[int]]] = []  # (row, stem, labels sharing it)
+    for row, (index, label) in enumerate(rows):
+        if label is not None:
             continue
         by_stem: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for label, ids in enumerate(requests[index].continuation_ids):
+        for label_index, ids in enumerate(requests[index].continuation_ids):
             if len(ids) == 1:
-                values[row][label] = (next_token[row, ids[0]].item(), next_best[row] == ids[0])
+                values[index][label_index] = scores.of(row, 0, ids)
             else:
-                by_stem[ids[:-1]].append(label)
+                by_stem[ids[:-1]].append(label_index)
         stems.extend((row, stem, labels) for stem, labels in by_stem.items())
     tokens_run = sum(map(len, inputs))
-    for start in range(0, len(stems), len(batch)):  # at most as many stem rows at once as query rows
-        chunk = stems[start : start + len(batch)]
-        rows = torch.tensor([row for row, _, _ in chunk])
-        cache = DynamicCache(ddp_cache_data=[(keys[rows], values_[rows]) for keys, values_ in query_cache])
+    for start in range(0, len(stems), len(rows)):  # at most as many stem rows at once as query rows
+        chunk = stems[start : start + len(rows)]
+        chosen = torch.tensor([row for row, _, _ in chunk])
+        cache = DynamicCache(ddp_cache_data=[(keys[chosen], values_[chosen]) for keys, values_ in query_cache])
         stem_inputs = [stem for _, stem, _ in chunk]
         _, stem_logits, _ = forward_rows(lm, cache, stem_inputs, [0] * len(chunk), span=max(map(len, stem_inputs)),
-                                     cache_mask=query_mask[rows])
-        stem_logprobs = torch.log_softmax(stem_logits.float(), dim=-1).cpu()
-        stem_best = stem_logprobs.argmax(dim=-1).tolist()
+                                         cache_mask=query_mask[chosen])
+        stem_scores = _TokenScores(stem_logits)
         for position, (row, stem, labels) in enumerate(chunk):
             # the query's last position predicts stem[0]; stem position j predicts stem[j + 1], then the last token
-            total = next_token[row, stem[0]].item()
-            total += sum(stem_logprobs[position, j, token].item() for j, token in enumerate(stem[1:]))
-            stem_greedy = next_best[row] == stem[0] and all(
-                stem_best[position][j] == token for j, token in enumerate(stem[1:]))
+            first, first_greedy = scores.of(row, 0, stem[:1])
+            rest, rest_greedy = stem_scores.of(position, 0, stem[1:])
             for label in labels:
-                last_token = requests[batch[row]].continuation_ids[label][-1]
-                values[row][label] = (total + stem_logprobs[position, len(stem) - 1, last_token].item(),
-                                      stem_greedy and stem_best[position][len(stem) - 1] == last_token)
+                last, last_greedy = stem_scores.of(position, len(stem) - 1,
+                                                   requests[rows[row][0]].continuation_ids[label][-1:])
+                values[rows[row][0]][label] = (first + rest + last, first_greedy and rest_greedy and last_greedy)
         tokens_run += sum(map(len, stem_inputs))
     return values, tokens_run
 
 
+class _TokenScores:
+    """Log-probabilities of chosen tokens at chosen positions, from logits (rows, positions, vocabulary): each as the
+    token's logit minus the position's log-sum-exp (no log-softmax tensor over the vocabulary), the greedy flags
+    from one argmax."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits.float()
+        self.normaliser = torch.logsumexp(self.logits, dim=-1).cpu()
+        self.best = self.logits.argmax(dim=-1).cpu()
+
+    def of(self, row: int, start: int, tokens: Sequence[int]) -> tuple[float, bool]:
+        """The summed log-probability of `tokens` at positions start, start + 1, ... of the row, and whether each
+        is the most likely token there."""
+        if not tokens:
+            return 0.0, True
+        positions = torch.arange(start, start + len(tokens))
+        ids = torch.tensor(tokens)
+        chosen = self.logits[row, positions, ids].cpu() - self.normaliser[row, positions]
+        return float(chosen.sum()), bool((self.best[row, positions] == ids).all())
