@@ -90,14 +90,14 @@ def score_batch(lm: HFBackend, prefix: SharedPrefix | None, prefix_length: int,
 
 
 class _TokenScores:
-    """Log-probabilities of chosen tokens at chosen positions, from logits (rows, positions, vocabulary): each as the
-    token's logit minus the position's log-sum-exp (no log-softmax tensor over the vocabulary), the greedy flags
-    from one argmax."""
+    """Log-probabilities of chosen tokens at chosen positions, from logits (rows, positions, vocabulary), gathered at
+    once per continuation (no loop over tokens), with the greedy flags from one argmax. log_softmax as
+    lm-evaluation-harness computes it: a logit minus a log-sum-exp gives other float32 roundings (1.5e-05 apart
+    on the sentiment task), for no measurable time."""
 
     def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = logits.float()
-        self.normaliser = torch.logsumexp(self.logits, dim=-1).cpu()
-        self.best = self.logits.argmax(dim=-1).cpu()
+        self.logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        self.best = self.logprobs.argmax(dim=-1)
 
     def of(self, row: int, start: int, tokens: Sequence[int]) -> tuple[float, bool]:
         """The summed log-probability of `tokens` at positions start, start + 1, ... of the row, and whether each
@@ -106,5 +106,5 @@ class _TokenScores:
             return 0.0, True
         positions = torch.arange(start, start + len(tokens))
         ids = torch.tensor(tokens)
-        chosen = self.logits[row, positions, ids].cpu() - self.normaliser[row, positions]
-        return float(chosen.sum()), bool((self.best[row, positions] == ids).all())
+        chosen = self.logprobs[row, positions, ids].tolist()
+        return sum(chosen), bool((self.best[row, positions] == ids).all())
