@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import compose  # noqa: E402  (the CLI's config composition, in this process)
+from helpers import compose  # noqa: E402  (the CLI's config composition, in this process)
 
 from harness.engine.hf.loading import load_backend  # noqa: E402
 from harness.engine.request import build_requests  # noqa: E402

@@ -225,7 +225,7 @@ def harness_prompts(task: str, shots: int, limit: int | None) -> list[list[tuple
     from harness.inputs.prompts import build_partial_prompts, build_prompt
     from harness.runs.plan import choose_inputs, plan_run
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import compose
+    from helpers import compose
 
     plan = plan_run(compose(*harness_overrides(task, shots, limit)))
     selection = choose_inputs(plan)
