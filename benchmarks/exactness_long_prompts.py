@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import compose  # noqa: E402  (the CLI's config composition, in this process)
-
 from harness.engine.hf.loading import load_backend  # noqa: E402
 from harness.engine.request import build_requests  # noqa: E402
 from harness.engine.scoring import score_requests  # noqa: E402
 from harness.inputs.prompts import build_prompt  # noqa: E402
 from harness.runs.plan import choose_inputs, plan_run  # noqa: E402
+from helpers import compose  # noqa: E402  (the CLI's config composition, in this process)
 
 
 def full_recompute(lm, context: tuple[int, ...], continuation: tuple[int, ...]) -> float:
