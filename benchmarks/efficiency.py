@@ -3,6 +3,7 @@ plain model calls of the same shapes.
 
     python benchmarks/efficiency.py                                  # the shapes below, 200 items each
     python benchmarks/efficiency.py --shapes piqa:0 arc_easy:0 --limit 100
+    python benchmarks/efficiency.py --settings batch_size=8     # batches of 8 requests, not the token budget
 
 Each shape (task:shots) runs in this process (SmolLM2-135M-Instruct on the CPU, loaded once) with every forward
 pass of the transformers backend recorded: its rows, its width (the longest row: padding included), the real
@@ -120,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="task:shots")
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--settings", nargs="*", default=[], help="more settings of every run, e.g. batch_size=8")
     arguments = parser.parse_args()
     from harness.engine.backend import backend_spec
     from harness.runs.run import run
@@ -132,7 +134,7 @@ def main() -> None:
     for shape in arguments.shapes:
         task, _, shots = shape.partition(":")
         config = compose(f"task={task}", f"model={MODEL}", f"shots={shots or 0}", f"limit={arguments.limit}",
-                         "device=cpu", f"output_dir={work}", "rerun=true")
+                         "device=cpu", f"output_dir={work}", "rerun=true", *arguments.settings)
         lm = backend_spec("hf").load(config.model, "cpu", reuse=True)  # loaded once, outside the timings
         recorder.passes.clear()
         record = run(config, progress=False).record
@@ -147,7 +149,8 @@ def main() -> None:
                      forward_seconds / record.cost.scoring_time_s))
         print(f"{shape}: {rows[-1]}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"{MODEL} on the CPU, {torch.get_num_threads()} threads, harness at {commit()}")
+    print(f"{MODEL} on the CPU, {torch.get_num_threads()} threads, harness at {commit()}, settings: "
+          f"{' '.join(arguments.settings) or 'the defaults'}")
     print("| shape | items | passes | tokens | real/padded | scoring s | engine tok/s | bare tok/s | efficiency "
           "| bare packed tok/s | efficiency packed | in passes |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -217,7 +217,10 @@ class RunConfig:
     content_free_inputs: List[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
     normalize: Normalize = Normalize.sum  # rank scorer
     max_new_tokens: int = 8  # generate scorer
-    batch_size: Any = 8  # rows per forward pass (generation: requests decoded at once), or "auto": start large, halve on OOM
+    # requests per batch (generation: decoded at once), or auto: scoring batches by a token budget, generation at
+    # the device's rows, each halved on out-of-memory
+    batch_size: Any = "auto"
+    batch_tokens: Optional[int] = None  # batch_size=auto: the scoring batches' token budget (default: the device's)
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
     device: Device = Device.auto
     output_dir: str = "results"

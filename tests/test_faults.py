@@ -402,6 +402,10 @@ def test_the_cache_commands_say_when_the_cache_directory_does_not_exist(tmp_path
      "Invalid value 'float8', expected one of [auto, float32, bfloat16, float16]"),
     (["sensitivity", "task=toy", "vary=", "--dry-run"], "vary= names no value"),
     (["sensitivity", "task=toy", "methods=", "--dry-run"], "methods= names no value"),
+    (["run", "task=toy", "model=./never-loaded", "batch_size=0"], "batch_size must be a positive integer or auto"),
+    (["run", "task=toy", "model=./never-loaded", "batch_size=8", "batch_tokens=512"],
+     "batch_tokens is the token budget of batch_size=auto"),
+    (["run", "task=toy", "model=./never-loaded", "batch_tokens=0"], "batch_tokens is the token budget"),
 ])
 def test_settings_that_can_never_work_fail_before_anything_loads(arguments: list[str], message: str, tmp_path: Path,
                                                                  harness_env: dict) -> None:
@@ -417,9 +421,9 @@ BATCH_SCORE_BOUND = 1e-4  # what the README states; measured on SmolLM2-135M by 
 def test_batch_size_changes_no_prediction_and_scores_only_by_rounding(tmp_path: Path, harness_env: dict,
                                                                       tiny_llama_dir: Path) -> None:
     rows = {}
-    for batch_size in ("1", "3", "8", "auto"):
-        result = run_in_process("task=toy", f"model={tiny_llama_dir}", "shots=4", f"batch_size={batch_size}",
-                                f"output_dir={tmp_path / batch_size}")
+    for batch_size in ("1", "3", "8", "auto", "auto batch_tokens=40"):  # auto: by a token budget
+        result = run_in_process("task=toy", f"model={tiny_llama_dir}", "shots=4", *f"batch_size={batch_size}".split(),
+                                f"output_dir={tmp_path / batch_size.replace(' ', '_').replace('=', '-')}")
         rows[batch_size] = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
     for batch_size, predicted in rows.items():
         assert [row["prediction"] for row in predicted] == [row["prediction"] for row in rows["1"]], batch_size

@@ -62,11 +62,58 @@ def test_scores_do_not_depend_on_batch_size_or_prefix_cache(lm: HFBackend) -> No
     prompts = [_prompt(f"q{i}", q, demos=("brilliant work", "awful from start to end")) for i, q in enumerate(queries)]
     requests = build_requests(prompts, lm)
     reference, _ = score_requests(lm, requests, batch_size=1, prefix_cache=False, progress=False)
-    for batch_size in (1, 2, 5, 64):
+    batchings = [{"batch_size": size} for size in (1, 2, 5, 64)]
+    batchings += [{"batch_size": None, "batch_tokens": budget} for budget in (1, 30, 90, None)]  # token budgets
+    for batching in batchings:
         for prefix_cache in (True, False):
-            scores, _ = score_requests(lm, requests, batch_size=batch_size, prefix_cache=prefix_cache, progress=False)
+            scores, _ = score_requests(lm, requests, prefix_cache=prefix_cache, progress=False, **batching)
             for got, want in zip(scores, reference):
                 assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+                assert got.greedy == want.greedy
+
+
+def test_a_token_budget_holds_short_rows_many_at_once_and_long_rows_few(lm: HFBackend, monkeypatch) -> None:
+    """batch_size=auto: batches by the positions they run (padding included), whatever their request count."""
+    import harness.engine.hf.backend as hf_backend
+
+    long_query = "a joyful film with a long title that goes on and on about nothing at all, for pages and pages"
+    prompts = [_prompt(f"q{i}", query) for i, query in enumerate([long_query, long_query, *"abcdefgh"])]
+    requests = build_requests(prompts, lm)
+    real_score_batch = hf_backend.score_batch
+    batches: list[tuple[int, int]] = []  # (requests, positions the query rows run)
+
+    def recorded(*args):
+        chosen, shared = args[-1], args[2]
+        batches.append((len(chosen), len(chosen) * max(len(r.context_ids) - shared for r in chosen)))
+        return real_score_batch(*args)
+
+    monkeypatch.setattr(hf_backend, "score_batch", recorded)
+    budget = 3 * (len(requests[0].context_ids) + 1)
+    score_requests(lm, requests, batch_size=None, batch_tokens=budget, progress=False)
+    assert batches[0][0] < batches[-1][0]  # the long queries come first, fewer at once
+    assert sum(count for count, _ in batches) == len(requests)
+    assert all(positions <= budget for _, positions in batches)
+
+
+def test_rerun_forms_the_same_batches(lm: HFBackend, monkeypatch) -> None:
+    """The journal holds whole batches: a budget must cut the same ones every time (and from any resumed point
+    the rest is cut as an uninterrupted run cuts it, tests/test_reliability.py)."""
+    import harness.engine.hf.backend as hf_backend
+
+    prompts = [_prompt(f"q{i}", "word " * (i % 7)) for i in range(23)]
+    requests = build_requests(prompts, lm)
+    real_score_batch = hf_backend.score_batch
+    seen: list[list[tuple[int, ...]]] = []
+
+    def recorded(*args):
+        seen[-1].append(tuple(r.context_ids for r in args[-1]))
+        return real_score_batch(*args)
+
+    monkeypatch.setattr(hf_backend, "score_batch", recorded)
+    for _ in range(2):
+        seen.append([])
+        score_requests(lm, requests, batch_size=None, batch_tokens=40, progress=False)
+    assert seen[0] == seen[1] and len(seen[0]) > 2
 
 
 def test_prefix_cache_runs_the_shared_prefix_once(lm: HFBackend) -> None:
@@ -144,11 +191,13 @@ def test_auto_batch_size_halves_on_out_of_memory_and_keeps_the_numbers(lm: HFBac
         return real_score_batch(*args)
 
     monkeypatch.setattr(hf_backend, "score_batch", fits_two_requests)
-    scores, _ = score_requests(lm, requests, batch_size=None, progress=False)
-    assert tried == [5, 5, 4, 2, 2, 1]  # 16, 8 (all five requests), 4, then batches of 2
+    scores, _ = score_requests(lm, requests, batch_size=None, progress=False)  # the backend's budget: all five at once
+    fitting = next(i for i, size in enumerate(tried) if size <= 2)  # halved until batches of two fit
+    assert tried[0] == 5 and sorted(tried[:fitting], reverse=True) == tried[:fitting]
+    assert all(size <= 2 for size in tried[fitting:]) and sum(tried[fitting:]) == 5
     for got, want in zip(scores, reference):
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
-    with pytest.raises(HarnessError, match="out of memory with 8 rows at once; set a smaller batch_size"):
+    with pytest.raises(HarnessError, match=r"out of memory with 5 requests at once \(8 rows\); set a smaller batch_size"):
         score_requests(lm, requests, batch_size=8, progress=False)  # a fixed batch size is the user's choice
 
 

@@ -88,8 +88,14 @@ class Backend(ABC):
     # --- where it runs, for the engine and the run record -------------------------------------------------
     @property
     def auto_batch_size(self) -> int:
-        """Where batch_size=auto starts (halved on OutOfMemory)."""
+        """Rows generation decodes at once with batch_size=auto (halved on OutOfMemory)."""
         return 16
+
+    @property
+    def auto_batch_tokens(self) -> int:
+        """The token budget a scoring batch starts at with batch_size=auto (halved on OutOfMemory): positions run,
+        padding included (harness/engine/scoring.py)."""
+        return 512
 
     @property
     def device_name(self) -> str:

@@ -2,9 +2,11 @@
 
 Requests with the same prefix group (the same instruction and demonstrations) are scored together, and the
 backend is told how many context tokens they all share (a backend may run those once: the HF backend does,
-harness/engine/hf/scorer.py). Within a group, requests are sorted by width (similar lengths, little padding)
-and cut into batches of batch_size; batch_size=auto starts at the backend's auto_batch_size and halves on
-OutOfMemory, which never changes a number (rows never influence each other).
+harness/engine/hf/scorer.py). Within a group, requests are sorted by the widest row they make (similar widths,
+little padding) and cut into batches: of batch_size requests, or with batch_size=auto by a token budget (the
+positions a batch runs, padding included: a batch of short rows holds many, one of long rows few), which starts
+at the backend's auto_batch_tokens (or batch_tokens) and halves on OutOfMemory. Neither changes a number but by
+float rounding (rows never influence each other).
 
 With a journal, each finished batch is recorded there and requests it holds already are not scored again.
 Batches are formed from the same sorted order either way and a journal holds whole batches, so the remaining
@@ -54,10 +56,12 @@ def score_requests(
     progress: bool = True,
     journal: Journal | None = None,
     rolling: bool = False,
+    batch_tokens: int | None = None,
 ) -> tuple[list[LabelScores], ScoringStats]:
-    """Score every continuation of every request; batch_size=None starts at the backend's auto size and halves on
-    out-of-memory. rolling=True: the requests are windows of documents (harness/engine/rolling.py), scored by the
-    backend's loglikelihood_rolling (one continuation each, no prefix shared)."""
+    """Score every continuation of every request in batches of batch_size requests; batch_size=None: batches of at
+    most batch_tokens positions (None: the backend's auto_batch_tokens), halved on out-of-memory. rolling=True: the
+    requests are windows of documents (harness/engine/rolling.py), scored by the backend's loglikelihood_rolling
+    (one continuation each, no prefix shared)."""
     start = time.perf_counter()
     done = journal.results if journal is not None else {}
     results: list[list[tuple[float, bool]]] = [[tuple(pair) for pair in done.get(index, [])]
@@ -86,7 +90,12 @@ def score_requests(
                     return [[(value, False)] for value in values], tokens
                 return backend.loglikelihood(chosen, shared, group)
 
-            for batch, (values, tokens_run) in map_batches(todo, batch_size, backend.auto_batch_size, score):
+            if batch_size is None:
+                limit, cost = Limit(batch_tokens or backend.auto_batch_tokens, "tokens", fixed=False), \
+                    _positions(requests, shared)
+            else:
+                limit, cost = Limit(batch_size, "rows", fixed=True), _one
+            for batch, (values, tokens_run) in map_batches(todo, limit, score, cost):
                 _require_finite(values, [requests[i] for i in batch])
                 if journal is not None:
                     journal.record(batch, values, tokens_run)
@@ -113,6 +122,27 @@ def _row_width(request: ScoringRequest, shared: int) -> int:
     return query
 
 
+def _positions(requests: Sequence[ScoringRequest], shared: int) -> Callable[[int, int], int]:
+    """The token budget's cost of a request in a batch led by another (the widest: every row is padded to its
+    width): the positions its rows hold in the keys and values, the shared prefix included (each row attends to its
+    own copy), as memory grows with them. A query row holds the prefix and the batch's width; whole rows one such
+    row per continuation; a second pass one row per distinct stem, holding its query's row and the stem."""
+
+    def cost(index: int, first: int) -> int:
+        request, width = requests[index], shared + _row_width(requests[first], shared)
+        query = len(request.context_ids) - shared
+        if whole_rows(query, request.continuation_ids):
+            return len(request.continuation_ids) * width
+        stems = {ids[:-1] for ids in request.continuation_ids if len(ids) > 1}
+        return width + sum(width + len(stem) for stem in stems)
+
+    return cost
+
+
+def _one(index: int, first: int) -> int:
+    return 1
+
+
 def _require_finite(values: Scores, requests: Sequence[ScoringRequest]) -> None:
     """A NaN or infinite log-prob means broken weights or numerics: stop before it becomes a result."""
     for request_values, request in zip(values, requests):
@@ -123,25 +153,41 @@ def _require_finite(values: Scores, requests: Sequence[ScoringRequest]) -> None:
                 "cache verify checks packaged models); nothing of this run was recorded as a result")
 
 
-def map_batches(items: Sequence[Item], batch_size: int | None, auto_start: int,
-                run: Callable[[Sequence[Item]], Result]) -> Iterator[tuple[Sequence[Item], Result]]:
-    """Apply `run` to consecutive batches. batch_size=None (auto) starts at `auto_start` and halves the batch on
-    OutOfMemory until it fits: rows never influence each other, so the numbers do not change."""
-    size = batch_size or auto_start
+@dataclass
+class Limit:
+    """How big a batch may be: `size` in `unit` (rows, or tokens: a cost function says each item's share). A fixed
+    limit is the user's: out of memory, it stops the run; else it halves until a batch fits."""
+
+    size: int
+    unit: str
+    fixed: bool
+
+
+def map_batches(items: Sequence[Item], limit: Limit, run: Callable[[Sequence[Item]], Result],
+                cost: Callable[[Item, Item], int]) -> Iterator[tuple[Sequence[Item], Result]]:
+    """Apply `run` to consecutive batches, each as long as the costs of its items (cost(item, the batch's first
+    item)) stay within the limit, and at least one item. On OutOfMemory a limit that is not fixed halves and the
+    batch forms again: rows never influence each other, so the numbers do not change but by float rounding."""
+    size = limit.size
     done = 0
     while done < len(items):
-        batch = items[done : done + size]
+        end, used = done + 1, cost(items[done], items[done])
+        while end < len(items) and used + (share := cost(items[end], items[done])) <= size:
+            end, used = end + 1, used + share
+        batch = items[done:end]
         try:
             result = run(batch)
         except OutOfMemory:
-            if batch_size is not None or size == 1:
-                raise HarnessError(out_of_memory(batch_size or size)) from None
-            size //= 2
+            if limit.fixed or len(batch) == 1:
+                raise HarnessError(out_of_memory(len(batch), limit)) from None
+            size = max(1, size // 2)
             continue
-        done += len(batch)
+        done = end
         yield batch, result
 
 
-def out_of_memory(rows: int) -> str:
-    return (f"out of memory with {rows} rows at once; set a smaller batch_size, or batch_size=auto to halve it "
-            "until it fits (finished batches are kept: rerun the same command)")
+def out_of_memory(requests: int, limit: Limit) -> str:
+    fix = ("set a smaller batch_size, or batch_size=auto to halve it until it fits" if limit.unit == "rows" else
+           "a single request does not fit: set a smaller model.max_length, or use a device with more memory")
+    return f"out of memory with {requests} requests at once ({limit.size} {limit.unit}); {fix} (finished batches are " \
+           "kept: rerun the same command)"

@@ -60,7 +60,8 @@ class Items:
     examples: list[Example]
     demonstrations: list[list[Example]]
     backend: Backend
-    batch_size: int | None  # None: auto
+    batch_size: int | None  # requests per batch; None: auto, by a token budget
+    batch_tokens: int | None  # auto's token budget (None: the backend's)
     open_journal: OpenJournal  # the journal that keeps finished batches, given every request of the run
     progress: bool
 

@@ -51,6 +51,7 @@ def classify(
     batch_size: int | None,
     progress: bool,
     open_journal: OpenJournal | None = None,
+    batch_tokens: int | None = None,
 ) -> Classification:
     """Predictions for `examples` by scorer=rank or channel, calibrated as config.calibration says; open_journal
     (given every request this scores) gives the journal that keeps finished batches across an interruption."""
@@ -74,7 +75,8 @@ def classify(
     extra_requests = build_requests(extra_prompts, lm)
     everything = [*requests, *extra_requests]
     journal = open_journal(everything) if open_journal is not None else None
-    all_scores, stats = score_requests(lm, everything, batch_size, config.prefix_cache, progress, journal)
+    all_scores, stats = score_requests(lm, everything, batch_size, config.prefix_cache, progress, journal,
+                                       batch_tokens=batch_tokens)
 
     def values(index: int) -> list[float]:
         score = all_scores[index]
@@ -147,7 +149,7 @@ class ClassificationKind(TaskKind):
         if config.scorer == Scorer.generate:
             return _generated(items)
         result = classify(items.backend, items.template, config.task.fields, items.examples, items.demonstrations,
-                          config, items.batch_size, items.progress, items.open_journal)
+                          config, items.batch_size, items.progress, items.open_journal, items.batch_tokens)
         labels = items.labels
         details = [{"scores": dict(zip(labels, scores.tolist())), "probabilities": dict(zip(labels, probs.tolist()))}
                    for scores, probs in zip(result.scores, result.probabilities)]

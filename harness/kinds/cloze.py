@@ -40,7 +40,8 @@ class ClozeKind(TaskKind):
         # only the right continuation is scored (a row may list several): one request with one continuation per item
         targets = [replace(example, choices=(example.choices[example.gold],), gold=0) for example in items.examples]
         result = score_choices(items.backend, items.template, targets, items.demonstrations, items.batch_size,
-                               items.config.prefix_cache, items.progress, items.open_journal)
+                               items.config.prefix_cache, items.progress, items.open_journal,
+                               batch_tokens=items.batch_tokens)
         golds = [example.gold for example in items.examples]
         loglikelihoods = [scores[0] for scores in result.loglikelihoods]
         greedy = [flags[0] for flags in result.greedy]

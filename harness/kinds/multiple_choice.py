@@ -65,6 +65,7 @@ def score_choices(
     progress: bool,
     open_journal: OpenJournal | None = None,
     unconditional: Sequence[str] = (),
+    batch_tokens: int | None = None,
 ) -> ChoiceScores:
     """Every option's log-likelihood and the option each metric chooses: the metrics that choose an option without
     their log-likelihoods after the prefix token alone, and those of `unconditional` (acc_mutual_info), which cost a
@@ -88,7 +89,8 @@ def score_choices(
     unconditional_requests = [ScoringRequest(context_ids=(lm.prefix_token_id,), continuation_ids=(option,), demo_ids=(),
                                              dropped_demos=0, unconditional=True) for option in option_rows]
     journal = open_journal(requests + unconditional_requests) if open_journal is not None else None
-    scores, stats = score_requests(lm, requests + unconditional_requests, batch_size, prefix_cache, progress, journal)
+    scores, stats = score_requests(lm, requests + unconditional_requests, batch_size, prefix_cache, progress, journal,
+                                   batch_tokens=batch_tokens)
     loglikelihoods, greedy, item_requests, position = [], [], [], 0
     continuations = [[text for prompt in prompts for text in prompt.continuations] for prompts in per_item]
     for prompts in per_item:
@@ -144,7 +146,7 @@ class MultipleChoiceKind(TaskKind):
         config = items.config
         result = score_choices(items.backend, items.template, items.examples, items.demonstrations, items.batch_size,
                                config.prefix_cache, items.progress, items.open_journal,
-                               unconditional=_unconditional(config.task))
+                               unconditional=_unconditional(config.task), batch_tokens=items.batch_tokens)
         details = [{"scores": scores, "chosen": {name: chosen[i] for name, chosen in result.predictions.items()},
                     **({} if result.unconditional is None else {"unconditional_scores": result.unconditional[i]})}
                    for i, scores in enumerate(result.loglikelihoods)]

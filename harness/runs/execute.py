@@ -141,6 +141,7 @@ def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Process
     kind = task_kind(config.task.kind)
     items = Items(config=config, template=plan.template, labels=plan.labels, examples=selection.examples,
                   demonstrations=selection.demonstrations, backend=lm, batch_size=batch_size,
+                  batch_tokens=config.batch_tokens,
                   open_journal=open_journal, progress=progress)
     per_item = kind.requests_per_item(items)
     try:

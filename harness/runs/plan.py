@@ -217,6 +217,9 @@ def check_settings(config: RunConfig) -> None:
         raise HarnessError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
     if config.batch_size != "auto" and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise HarnessError(f"batch_size must be a positive integer or auto, got {config.batch_size!r}")
+    if config.batch_tokens is not None and (config.batch_size != "auto" or config.batch_tokens < 1):
+        raise HarnessError(f"batch_tokens is the token budget of batch_size=auto: a positive integer with batch_size=auto, "
+                           f"got batch_tokens={config.batch_tokens!r} with batch_size={config.batch_size!r}")
     if config.model.max_length is not None and config.model.max_length < 1:
         raise HarnessError(f"model.max_length must be >= 1 (or null: the model's own context window), got "
                            f"{config.model.max_length}")

@@ -36,7 +36,7 @@ RECORD_FILE = "metrics.json"  # written last: its presence marks a complete run
 # a run directory's name ends in its run key (run_dir_name)
 RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__(?P<key>[0-9a-f]{10})$")
 # Settings that cannot change a run's numbers: they do not enter the run key.
-HASH_EXCLUDED = ("output_dir", "batch_size", "prefix_cache", "rerun", "lmeval_results")
+HASH_EXCLUDED = ("output_dir", "batch_size", "batch_tokens", "prefix_cache", "rerun", "lmeval_results")
 # The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
 MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
 # Settings added after records existed (dotted paths into the config): at this value, what every earlier run

@@ -19,10 +19,16 @@ from harness.engine.hf.forward import SharedPrefix, encode_prefix
 from harness.engine.hf.scorer import score_batch
 from harness.engine.request import ScoringRequest
 
-# Rows of a batch share the cached prefix, so big batches pay off on accelerators. On a 2-core CPU, 8-shot
-# SST-2 scoring took 7.0 / 6.8 / 7.2 / 8.3 s at 8 / 16 / 32 / 64 rows: past 16 rows the activations
-# outgrow the caches.
-AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 16}
+# Generation's rows with batch_size=auto (halved on out-of-memory). CPU: 8, what batch_size's default was before
+# the token budget; accelerators keep rows busy by the hundred.
+AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 8}
+# Scoring's token budget with batch_size=auto: the positions a batch's rows hold in the keys and values, prefix
+# included (harness/engine/scoring.py; halved on out-of-memory). CPU: benchmarks/token_budget.py on 2 cores found
+# no budget measurably faster than batches of 8 requests (sentiment 8-shot, PIQA, HellaSwag, ARC-Easy, 100 items:
+# 69.3 s in all against 73.0 s at 2,048 positions and 73.5 / 76.2 s at 1,024 / 4,096, with run-to-run noise of
+# several seconds on one shape); 2,048 keeps 8-shot prompts at about 8 requests and 0-shot ones at 10 to 20.
+# Accelerators: 512 rows of 64 positions, not measured (no GPU was lent).
+AUTO_BATCH_TOKENS = {"cuda": 32768, "mps": 16384, "cpu": 2048}
 
 
 @dataclass
@@ -97,6 +103,10 @@ class HFBackend(Backend):
     @property
     def auto_batch_size(self) -> int:
         return AUTO_BATCH_START[self.device.type]
+
+    @property
+    def auto_batch_tokens(self) -> int:
+        return AUTO_BATCH_TOKENS[self.device.type]
 
     @property
     def device_name(self) -> str:
