@@ -172,6 +172,16 @@ class ModelConfig:
     device_map: Optional[DeviceMap] = None
     max_memory: Any = None  # {device: size}; None: what accelerate finds free (Any: Hydra takes a new mapping)
     offload_folder: Optional[str] = None
+    # model.backend=openai: the server (up to /v1), the served model's name (None: the server's only model), the
+    # environment variable holding its API key (never the key itself), where the tokenizer is (None: path), and
+    # how requests are sent
+    base_url: Optional[str] = None
+    api_model: Optional[str] = None
+    api_key_env: Optional[str] = None
+    tokenizer: Optional[str] = None
+    concurrency: int = 8  # requests in flight
+    timeout_s: float = 300.0  # per request, then retried
+    max_retries: int = 5  # after the first try, waiting 0.5 s, 1 s, 2 s ...
 
 
 @dataclass

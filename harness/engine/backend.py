@@ -169,3 +169,7 @@ def backend_spec(name: str) -> BackendSpec:
 # transformers in this process: exact, trainable, the shared-prefix engine (harness/engine/hf/)
 register_backend(BackendSpec(name="hf", fingerprint="harness.engine.hf.fingerprint:model_fingerprint",
                              loader="harness.engine.hf.loading:load_backend", trainable=True))
+# an OpenAI-compatible completions server (a vLLM server ...): the harness tokenizes, the server scores
+# (harness/engine/openai/)
+register_backend(BackendSpec(name="openai", fingerprint="harness.engine.openai.backend:fingerprint",
+                             loader="harness.engine.openai.backend:load"))

@@ -127,9 +127,10 @@ def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Process
     journal_file = journal_path(plan.run_dir, processes.index, processes.count)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
-        # 4: batches formed by the widest row a request makes (harness/engine/scoring.py); a journal of other batches
-        # is not resumed, so a resumed record equals an uninterrupted one byte for byte
-        header = {"journal": 4, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
+        # 5: batches formed by a token budget by default (harness/engine/scoring.py); 4: by the widest row a request
+        # makes. A journal of other batches is not resumed, so a resumed record equals an uninterrupted one byte for
+        # byte
+        header = {"journal": 5, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
         if config.rerun and not journals:
             journal_file.unlink(missing_ok=True)  # rerun=true: from the start
         journals.append(Journal(journal_file, header))

@@ -38,11 +38,12 @@ RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__(?P<key>[0-9a-f]{10})$")
 # Settings that cannot change a run's numbers: they do not enter the run key.
 HASH_EXCLUDED = ("output_dir", "batch_size", "batch_tokens", "prefix_cache", "rerun", "lmeval_results")
 # The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
-MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder")
+MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder", "base_url", "api_key_env",
+                       "concurrency", "timeout_s", "max_retries")
 # Settings added after records existed (dotted paths into the config): at this value, what every earlier run
 # did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
 KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {},
-               "model.backend": "hf"}
+               "model.backend": "hf", "model.api_model": None, "model.tokenizer": None}
 # recorded name -> distribution (the harness's own is icl-harness on PyPI; records call it harness)
 VERSIONED_PACKAGES = {"harness": "icl-harness", **{name: name for name in ("torch", "transformers", "datasets", "evaluate",
                                                                           "hydra-core", "numpy")}}

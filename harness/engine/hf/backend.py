@@ -13,6 +13,7 @@ from typing import ClassVar, Iterator, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.engine import tokens
 from harness.engine.backend import Backend, Finished, GenerationRequest, OutOfMemory, Scores
 from harness.engine.hf.decoder import Decoder
 from harness.engine.hf.forward import SharedPrefix, encode_prefix
@@ -48,20 +49,11 @@ class HFBackend(Backend):
 
     @property
     def pad_token_id(self) -> int:
-        """Fills padded positions, which are always masked; GPT-2 has no pad token, so EOS (or 0) stands in."""
-        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
-            if token_id is not None:
-                return token_id
-        return 0
+        return tokens.pad_token_id(self.tokenizer)
 
     @property
     def prefix_token_id(self) -> int:
-        """What a text scored from its first token is conditioned on (rolling log-likelihood): BOS, else EOS, as
-        lm-evaluation-harness's prefix_token_id."""
-        for token_id in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
-            if token_id is not None:
-                return token_id
-        return self.pad_token_id
+        return tokens.prefix_token_id(self.tokenizer)
 
     @property
     def layer_types(self) -> tuple[str, ...]:
@@ -85,16 +77,7 @@ class HFBackend(Backend):
         return self.max_length - (0 if self.soft_prompt is None else self.soft_prompt.shape[0])
 
     def encode(self, text: str | list[str], *, is_context: bool) -> list[int] | list[list[int]]:
-        """Token ids; only a context (never a continuation) may start with special tokens."""
-        if not is_context or self.add_bos is False:
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if self.add_bos is None:
-            return self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = [self.tokenizer.bos_token_id]
-        return [bos + row for row in ids] if isinstance(text, list) else bos + ids
-
-
+        return tokens.encode(self.tokenizer, self.add_bos, text, is_context=is_context)
 
     @property
     def vocabulary_size(self) -> int:

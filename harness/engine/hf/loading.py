@@ -58,7 +58,7 @@ def load_backend(config: ModelConfig, device_name: str, reuse: bool = False) -> 
     from the same, unchanged files; fine-tuning asks for a copy of its own."""
     device = resolve_device(device_name)
     dtype = resolve_dtype(config.dtype, device)
-    source, local_only = (_gguf_cached_dir(config), False) if is_gguf(config) else resolve_model_source(
+    source, local_only = (gguf_converted_dir(config), False) if is_gguf(config) else resolve_model_source(
         config.path, config.revision, "model", hint="use a local path or a named model (python -m harness list)")
     key = json.dumps([asdict(config), str(device), str(dtype), source, _files_signature(source)], default=str)
     if reuse and key in _kept:
@@ -144,7 +144,7 @@ def _context_window(model: PreTrainedModel) -> int:
     raise HarnessError(f"cannot tell the context window of '{model.name_or_path}': set model.max_length")
 
 
-def _gguf_cached_dir(config: ModelConfig) -> str:
+def gguf_converted_dir(config: ModelConfig) -> str:
     """Dequantise a GGUF once and keep it as safetensors (later loads take seconds); the copy's files are
     checked against the hashes recorded at conversion once per process."""
     entry = converted_entry(config)
