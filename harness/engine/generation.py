@@ -18,7 +18,7 @@ from tqdm import tqdm
 from harness.engine.backend import Backend, GenerationRequest, OutOfMemory
 from harness.engine.journal import Journal
 from harness.engine.request import ScoringRequest, shared_prefix_length
-from harness.engine.scoring import Limit, ScoringStats, out_of_memory
+from harness.engine.scoring import ScoringStats, out_of_memory
 from harness.errors import HarnessError
 
 
@@ -94,7 +94,7 @@ def generate_texts(
                     bar.update(1)
             except OutOfMemory:
                 if batch_size is not None or rows == 1:
-                    raise HarnessError(out_of_memory(rows, Limit(rows, "rows", fixed=batch_size is not None))) from None
+                    raise HarnessError(out_of_memory(rows, rows, "rows")) from None
                 rows //= 2  # as map_batches: a request's tokens do not depend on its neighbours (but float rounding)
     texts = [cut_at_stop(outputs[index][0], until) for index in range(len(requests))]
     context_tokens = sum(len(r.context_ids) for r in requests)

@@ -4,7 +4,8 @@ Requests with the same prefix group (the same instruction and demonstrations) ar
 backend is told how many context tokens they all share (a backend may run those once: the HF backend does,
 harness/engine/hf/scorer.py). Within a group, requests are sorted by the widest row they make (similar widths,
 little padding) and cut into batches: of batch_size requests, or with batch_size=auto by a token budget (the
-positions a batch runs, padding included: a batch of short rows holds many, one of long rows few), which starts
+positions a batch's rows hold in the keys and values, padding and shared prefix included: a batch of short rows
+holds many, one of long rows few), which starts
 at the backend's auto_batch_tokens (or batch_tokens) and halves on OutOfMemory. Neither changes a number but by
 float rounding (rows never influence each other).
 
@@ -153,7 +154,7 @@ def _require_finite(values: Scores, requests: Sequence[ScoringRequest]) -> None:
                 "cache verify checks packaged models); nothing of this run was recorded as a result")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limit:
     """How big a batch may be: `size` in `unit` (rows, or tokens: a cost function says each item's share). A fixed
     limit is the user's: out of memory, it stops the run; else it halves until a batch fits."""
@@ -179,15 +180,15 @@ def map_batches(items: Sequence[Item], limit: Limit, run: Callable[[Sequence[Ite
             result = run(batch)
         except OutOfMemory:
             if limit.fixed or len(batch) == 1:
-                raise HarnessError(out_of_memory(len(batch), limit)) from None
+                raise HarnessError(out_of_memory(len(batch), size, limit.unit)) from None
             size = max(1, size // 2)
             continue
         done = end
         yield batch, result
 
 
-def out_of_memory(requests: int, limit: Limit) -> str:
-    fix = ("set a smaller batch_size, or batch_size=auto to halve it until it fits" if limit.unit == "rows" else
+def out_of_memory(requests: int, size: int, unit: str) -> str:
+    fix = ("set a smaller batch_size, or batch_size=auto to halve it until it fits" if unit == "rows" else
            "a single request does not fit: set a smaller model.max_length, or use a device with more memory")
-    return f"out of memory with {requests} requests at once ({limit.size} {limit.unit}); {fix} (finished batches are " \
-           "kept: rerun the same command)"
+    return f"out of memory with {requests} requests at once ({size} {unit}); {fix} (finished batches are kept: " \
+           "rerun the same command)"
