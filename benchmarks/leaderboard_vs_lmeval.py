@@ -210,9 +210,10 @@ def harness_overrides(task: str, shots: int, limit: int | None, metrics: tuple[s
 
 
 def run_harness(task: str, shots: int, limit: int | None, workdir: Path,
-                metrics: tuple[str, ...] = ()) -> tuple[float, Path]:
+                metrics: tuple[str, ...] = (), batch_size: str = "8") -> tuple[float, Path]:
     output = workdir / f"harness_{task}_{shots}shot"
-    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit, metrics), "batch_size=8",
+    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit, metrics),
+               f"batch_size={batch_size}",
                "device=cpu", f"output_dir={output}"]
     wall = run_logged(command, workdir / f"harness_{task}_{shots}shot.log", cwd=REPO)
     (metrics,) = output.glob("*/metrics.json")
@@ -358,9 +359,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="the first N items of each task (default: all)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--lmeval-batch-size", type=int, default=8,
-                        help="lm-evaluation-harness's batch size (the harness's stays 8). Its generation stops a batch "
+                        help="lm-evaluation-harness's batch size. Its generation stops a batch "
                              "only once every row has produced the same stop string, so at 8 most short-answer "
                              "batches run all 256 new tokens; at 1 each question stops at its own")
+    parser.add_argument("--harness-batch-size", default="8",
+                        help="the harness's batch_size: 8 (requests, as lm-evaluation-harness's), or auto (its default: "
+                             "a token budget)")
     parser.add_argument("--mutual-info", action="store_true",
                         help=f"acc_mutual_info too (tasks: {', '.join(sorted(MUTUAL_INFO_TASKS))})")
     args = parser.parse_args()
@@ -380,13 +384,13 @@ def main() -> None:
             names = lmeval_task_files(pairing, workdir)
             lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot",
                                          batch_size=args.lmeval_batch_size)
-            harness_s, run_dir = run_harness(task, shots, limit, workdir, pairing.metrics)
+            harness_s, run_dir = run_harness(task, shots, limit, workdir, pairing.metrics, args.harness_batch_size)
             prompts = harness_prompts(task, shots, limit)
             in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
             results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
             print(_row(results[-1]), flush=True)
-    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size 8 "
-          f"(lm-evaluation-harness: {args.lmeval_batch_size}), "
+    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size "
+          f"{args.harness_batch_size} (lm-evaluation-harness: {args.lmeval_batch_size}), "
           f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
     print(HEADER.replace("acc / acc_norm", f"acc / acc_norm / {MUTUAL_INFO}") if args.mutual_info else HEADER)
     for result in results:
