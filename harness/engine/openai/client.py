@@ -53,7 +53,8 @@ class Client:
                 return self._once(method, url, body)
             except Retryable as failure:
                 if attempt == self.max_retries:
-                    raise HarnessError(f"the server at {self.base_url} failed {attempt + 1} times ({failure}); "
+                    tries = f"{attempt + 1} time{'s' if attempt else ''}"
+                    raise HarnessError(f"the server at {self.base_url} failed {tries} ({failure}); "
                                        "the finished requests are kept: rerun the same command once it answers") from None
                 time.sleep(FIRST_WAIT_S * 2**attempt)
         raise AssertionError("unreachable")
