@@ -113,6 +113,9 @@ class CompletionsServer:
                     return
                 if fault == "hang":
                     time.sleep(server.hang_s)
+                if len(body["prompt"]) + body.get("max_tokens", 16) > server.max_model_len:  # as vLLM refuses it
+                    self._send(400, b'{"error": "prompt and max_tokens longer than max_model_len"}')
+                    return
                 if body.get("model") != server.name:
                     self._send(404, json.dumps({"error": f"model {body.get('model')} not found"}).encode())
                     return

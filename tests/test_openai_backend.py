@@ -129,3 +129,19 @@ def test_a_server_that_stops_mid_run_resumes_from_the_journal(tmp_path: Path, ha
         restarted.close()
     assert resumed.record.cost.examples_resumed == 1
     assert (resumed.run_dir / "predictions.jsonl").read_bytes() == (reference.run_dir / "predictions.jsonl").read_bytes()
+
+
+# the toy 4-shot prompts, demonstrations dropped to fit, reach this window's last token: one more (no room for the
+# token a scoring request asks the server to generate) and the server refuses it, as checked with that room removed
+WINDOW = 50
+
+
+def test_prompts_fill_the_servers_context_window_and_no_more(tmp_path: Path, harness_env: dict,
+                                                              tiny_model_dir: Path) -> None:
+    """The window is the server's max_model_len, less the one token a scoring request asks it to generate."""
+    narrow = CompletionsServer(tiny_model_dir, max_model_len=WINDOW)
+    try:
+        result = run_in_process("task=toy", "shots=4", *_openai(narrow, tiny_model_dir), f"output_dir={tmp_path}")
+    finally:
+        narrow.close()
+    assert any(row["dropped_demos"] for row in _rows(result.run_dir))  # demonstrations dropped to fit

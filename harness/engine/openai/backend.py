@@ -46,7 +46,9 @@ class OpenAIBackend(Backend):
 
     @property
     def token_window(self) -> int:
-        return self.max_length
+        # a scoring request is sent with one token to generate after it (servers refuse max_tokens=0 with echo): a
+        # prompt of the whole context window would be refused
+        return self.max_length - 1
 
     @property
     def prefix_token_id(self) -> int:
