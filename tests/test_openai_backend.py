@@ -12,7 +12,7 @@ import pytest
 from openai_server import CompletionsServer
 
 from harness.errors import HarnessError
-from helpers import run_in_process, write_short_answer_task
+from helpers import report, run_in_process, write_short_answer_task
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,10 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def test_classification_through_the_server_equals_the_transformers_backend(
-        tmp_path: Path, harness_env: dict, fresh: CompletionsServer, tiny_model_dir: Path) -> None:
-    settings = ["task=toy", "shots=2", "seed=3"]
-    local = run_in_process(*settings, f"model={tiny_model_dir}", f"output_dir={tmp_path / 'hf'}")
-    served = run_in_process(*settings, *_openai(fresh, tiny_model_dir), f"output_dir={tmp_path / 'openai'}")
+        tmp_path: Path, harness_env: dict, fresh: CompletionsServer, tiny_model_dir: Path, capsys) -> None:
+    settings = ["task=toy", "shots=2", "seed=3", f"output_dir={tmp_path / 'results'}"]
+    local = run_in_process(*settings, f"model={tiny_model_dir}")
+    served = run_in_process(*settings, *_openai(fresh, tiny_model_dir))
     assert served.run_dir.name != local.run_dir.name  # another backend is another run
     for mine, theirs in zip(_rows(served.run_dir), _rows(local.run_dir), strict=True):
         assert mine["prediction"] == theirs["prediction"]
@@ -51,6 +51,9 @@ def test_classification_through_the_server_equals_the_transformers_backend(
     assert served.record.environment["device"] == fresh.url
     config = (served.run_dir / "config.yaml").read_text()
     assert "backend: openai" in config and "api_key" not in config.replace("api_key_env: null", "")
+    code, _, _ = report(capsys, tmp_path / "results")  # the two backends side by side, told apart by the backend
+    board = (tmp_path / "results" / "report" / "leaderboard.csv").read_text()
+    assert code == 0 and "model.backend" in board and "openai" in board and "base_url" not in board
 
 
 def test_multiple_choice_through_the_server(tmp_path: Path, mc_task_root: Path, fresh: CompletionsServer,

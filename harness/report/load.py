@@ -24,6 +24,7 @@ from harness.report.lmeval_import import is_imported, iter_imports, load_samples
 from harness.runs.records import (
     CONFIG_FILE,
     HASH_EXCLUDED,
+    MODEL_HASH_EXCLUDED,
     PREDICTIONS_FILE,
     RECORD_FILE,
     RUN_DIR_NAME,
@@ -37,8 +38,8 @@ IDENTITY = ("task", "model", "method", "template", "scorer", "calibration", "sho
 TRAINING_COLUMNS = ("train_time_s", "train_flops", "trainable_parameters", "total_parameters")
 # config.yaml keys that never tell two experiments apart: the identity columns say the same (template
 # is null in the config when the task's default was used), or they cannot change the numbers.
-NOT_SETTINGS = {*HASH_EXCLUDED, "seed", "shots", "template", "scorer", "calibration", "task.name", "model.name",
-                "method.name", "method.save_weights"}
+NOT_SETTINGS = {*HASH_EXCLUDED, *(f"model.{key}" for key in MODEL_HASH_EXCLUDED), "seed", "shots", "template", "scorer",
+                "calibration", "task.name", "model.name", "method.name", "method.save_weights"}
 
 ABSENT_SETTING = "(absent)"  # a config key an older record lacks: the setting was added since
 
