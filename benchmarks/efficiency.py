@@ -3,7 +3,7 @@ plain model calls of the same shapes.
 
     python benchmarks/efficiency.py                                  # the shapes below, 200 items each
     python benchmarks/efficiency.py --shapes piqa:0 arc_easy:0 --limit 100
-    python benchmarks/efficiency.py --settings batch_size=8     # batches of 8 requests, not the token budget
+    python benchmarks/efficiency.py --settings batch_size=auto  # the token budget, not batches of 8 requests
 
 Each shape (task:shots) runs in this process (SmolLM2-135M-Instruct on the CPU, loaded once) with every forward
 pass of the transformers backend recorded: its rows, its width (the longest row: padding included), the real

@@ -363,7 +363,7 @@ def main() -> None:
                              "only once every row has produced the same stop string, so at 8 most short-answer "
                              "batches run all 256 new tokens; at 1 each question stops at its own")
     parser.add_argument("--harness-batch-size", default="8",
-                        help="the harness's batch_size: 8 (requests, as lm-evaluation-harness's), or auto (its default: "
+                        help="the harness's batch_size: 8 (requests, as lm-evaluation-harness's), or auto ("
                              "a token budget)")
     parser.add_argument("--mutual-info", action="store_true",
                         help=f"acc_mutual_info too (tasks: {', '.join(sorted(MUTUAL_INFO_TASKS))})")

@@ -228,8 +228,9 @@ class RunConfig:
     normalize: Normalize = Normalize.sum  # rank scorer
     max_new_tokens: int = 8  # generate scorer
     # requests per batch (generation: decoded at once), or auto: scoring batches by a token budget, generation at
-    # the device's rows, each halved on out-of-memory
-    batch_size: Any = "auto"
+    # the device's rows, each halved on out-of-memory. 8 by default: on a 2-core CPU the main job scored in
+    # 88.7 s at 8 against 96.2-99.1 s at the budget (docs/results/efficiency.md); auto is for accelerators
+    batch_size: Any = 8
     batch_tokens: Optional[int] = None  # batch_size=auto: the scoring batches' token budget (default: the device's)
     prefix_cache: bool = True  # encode the shared instruction + demonstrations once per run
     device: Device = Device.auto

@@ -127,8 +127,8 @@ def predict(plan: RunPlan, selection: Selection, lm: Backend, processes: Process
     journal_file = journal_path(plan.run_dir, processes.index, processes.count)
 
     def open_journal(requests: Sequence[ScoringRequest]) -> Journal:
-        # 5: batches formed by a token budget by default (harness/engine/scoring.py); 4: by the widest row a request
-        # makes. A journal of other batches is not resumed, so a resumed record equals an uninterrupted one byte for
+        # 5: batch_size=auto forms batches by a token budget (harness/engine/scoring.py); 4: by the widest row a
+        # request makes. A journal of other batches is not resumed, so a resumed record equals an uninterrupted one byte for
         # byte
         header = {"journal": 5, "scorer": str(config.scorer), "requests": _requests_digest(requests)}
         if config.rerun and not journals:
