@@ -1,5 +1,5 @@
 """The token budget of batch_size=auto on this machine: scoring seconds of each shape at several budgets, against
-batches of 8 requests (the default before budgets).
+batches of 8 requests (the default).
 
     python benchmarks/token_budget.py                      # the shapes and budgets below, 100 items each
     python benchmarks/token_budget.py --budgets 256 512 --shapes piqa:0

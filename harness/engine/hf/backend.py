@@ -20,8 +20,8 @@ from harness.engine.hf.forward import SharedPrefix, encode_prefix
 from harness.engine.hf.scorer import score_batch
 from harness.engine.request import ScoringRequest
 
-# Generation's rows with batch_size=auto (halved on out-of-memory). CPU: 8, batch_size's default, as before
-# the token budget; accelerators keep rows busy by the hundred.
+# Generation's rows with batch_size=auto (halved on out-of-memory). CPU: 8, as batch_size's default;
+# accelerators keep rows busy by the hundred.
 AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 8}
 # Scoring's token budget with batch_size=auto: the positions a batch's rows hold in the keys and values, prefix
 # included (harness/engine/scoring.py; halved on out-of-memory). CPU: benchmarks/token_budget.py on 2 cores found
