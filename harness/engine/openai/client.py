@@ -42,9 +42,13 @@ class Client:
         return self._with_retries("POST", path, body)
 
     def map(self, call: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
-        """call(item) for every item, at most `concurrency` at once, in the items' order."""
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        """call(item) for every item, at most `concurrency` at once, in the items' order. On an error or Ctrl-C the
+        requests not started are dropped and the run does not wait for those in flight (up to timeout_s each)."""
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             yield from pool.map(call, items)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _with_retries(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         url = f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
