@@ -30,6 +30,7 @@ class CompletionsServer:
         self.prompt_logprobs = True
         self.stop_after: int | None = None
         self.completions = 0  # answered
+        self.in_flight = self.most_in_flight = 0  # completions requests being answered at once
         self.lock = threading.Lock()
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.http.daemon_threads = True
@@ -119,7 +120,14 @@ class CompletionsServer:
                 if body.get("model") != server.name:
                     self._send(404, json.dumps({"error": f"model {body.get('model')} not found"}).encode())
                     return
-                self._send(200, json.dumps(server.complete(body)).encode())
+                with server.lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                time.sleep(0.05)  # long enough for requests sent together to overlap
+                answer = json.dumps(server.complete(body)).encode()
+                with server.lock:
+                    server.in_flight -= 1
+                self._send(200, answer)
                 with server.lock:
                     server.completions += 1
                     if server.stop_after is not None and server.completions >= server.stop_after:

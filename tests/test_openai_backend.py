@@ -68,13 +68,16 @@ def test_multiple_choice_through_the_server(tmp_path: Path, mc_task_root: Path, 
 
 def test_generation_through_the_server_cuts_at_the_stop_strings(tmp_path: Path, fresh: CompletionsServer,
                                                                 tiny_model_dir: Path, monkeypatch) -> None:
-    rows = [("Paris is the capital of France", ["Paris"]), ("blue is the sky", ["blue"]), ("who wrote it", ["Kafka"])]
+    rows = [("Paris is the capital of France", ["Paris"]), ("blue is the sky", ["blue"]), ("who wrote it", ["Kafka"]),
+            ("red is the rose", ["red"])]
     root = write_short_answer_task(tmp_path, "toyqa", rows, "metrics: [exact_match]\nanswer: {until: [\" the\"], max_new_tokens: 6}\n")
     monkeypatch.setenv("HARNESS_PATH", str(root))
     settings = ["task=toyqa", "shots=1", "demos=first_n"]
     local = run_in_process(*settings, f"model={tiny_model_dir}", f"output_dir={tmp_path / 'hf'}")
-    served = run_in_process(*settings, *_openai(fresh, tiny_model_dir), f"output_dir={tmp_path / 'openai'}")
+    fresh.most_in_flight = 0
+    served = run_in_process(*settings, *_openai(fresh, tiny_model_dir), "batch_size=2", f"output_dir={tmp_path / 'openai'}")
     assert [row["generation"] for row in _rows(served.run_dir)] == [row["generation"] for row in _rows(local.run_dir)]
+    assert fresh.most_in_flight == 2  # batch_size's rows decoded at once, though model.concurrency allows 8
 
 
 def test_busy_and_slow_answers_are_retried_with_the_same_result(tmp_path: Path, harness_env: dict,
@@ -101,6 +104,20 @@ def test_a_server_without_prompt_logprobs_is_refused_for_scoring(tmp_path: Path,
     fresh.prompt_logprobs = False
     with pytest.raises(HarnessError, match="did not return the prompt's log-probabilities .* only generate"):
         run_in_process("task=toy", "shots=2", *_openai(fresh, tiny_model_dir), f"output_dir={tmp_path}")
+
+
+def test_a_directory_with_only_the_tokenizer_is_enough(tmp_path: Path, harness_env: dict, fresh: CompletionsServer,
+                                                        tiny_model_dir: Path) -> None:
+    """The weights are the server's: the harness reads (and fingerprints) the tokenizer's files alone."""
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tokenizer_dir)
+    local = run_in_process("task=toy", "shots=2", f"model={tiny_model_dir}", f"output_dir={tmp_path / 'hf'}")
+    served = run_in_process("task=toy", "shots=2", *_openai(fresh, tokenizer_dir), f"output_dir={tmp_path / 'openai'}")
+    assert [row["prediction"] for row in _rows(served.run_dir)] == [row["prediction"] for row in _rows(local.run_dir)]
+    with pytest.raises(HarnessError, match="has no tokenizer files"):
+        run_in_process("task=toy", *_openai(fresh, tmp_path / "hf"), f"output_dir={tmp_path / 'none'}")
 
 
 def test_a_wrong_model_name_or_no_server_is_one_line_at_planning(tmp_path: Path, harness_env: dict,

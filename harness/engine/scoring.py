@@ -5,9 +5,8 @@ backend is told how many context tokens they all share (a backend may run those 
 harness/engine/hf/scorer.py). Within a group, requests are sorted by the widest row they make (similar widths,
 little padding) and cut into batches: of batch_size requests, or with batch_size=auto by a token budget (the
 positions a batch's rows hold in the keys and values, padding and shared prefix included: a batch of short rows
-holds many, one of long rows few), which starts
-at the backend's auto_batch_tokens (or batch_tokens) and halves on OutOfMemory. Neither changes a number but by
-float rounding (rows never influence each other).
+holds many, one of long rows few), which starts at the backend's auto_batch_tokens (or batch_tokens) and halves
+on OutOfMemory. Neither changes a number but by float rounding (rows never influence each other).
 
 With a journal, each finished batch is recorded there and requests it holds already are not scored again.
 Batches are formed from the same sorted order either way and a journal holds whole batches, so the remaining
@@ -91,12 +90,11 @@ def score_requests(
                     return [[(value, False)] for value in values], tokens
                 return backend.loglikelihood(chosen, shared, group)
 
-            if batch_size is None:
-                limit, cost = Limit(batch_tokens or backend.auto_batch_tokens, "tokens", fixed=False), \
-                    _positions(requests, shared)
-            else:
-                limit, cost = Limit(batch_size, "rows", fixed=True), _one
-            for batch, (values, tokens_run) in map_batches(todo, limit, score, cost):
+            if batch_size is None:  # a token budget, halved on out-of-memory
+                batches = map_batches(todo, batch_tokens or backend.auto_batch_tokens, score, _positions(requests, shared))
+            else:  # the user's count of requests: out of memory stops the run
+                batches = map_batches(todo, batch_size, score, _one, halve=False)
+            for batch, (values, tokens_run) in batches:
                 _require_finite(values, [requests[i] for i in batch])
                 if journal is not None:
                     journal.record(batch, values, tokens_run)
@@ -154,22 +152,12 @@ def _require_finite(values: Scores, requests: Sequence[ScoringRequest]) -> None:
                 "cache verify checks packaged models); nothing of this run was recorded as a result")
 
 
-@dataclass(frozen=True)
-class Limit:
-    """How big a batch may be: `size` in `unit` (rows, or tokens: a cost function says each item's share). A fixed
-    limit is the user's: out of memory, it stops the run; else it halves until a batch fits."""
-
-    size: int
-    unit: str
-    fixed: bool
-
-
-def map_batches(items: Sequence[Item], limit: Limit, run: Callable[[Sequence[Item]], Result],
-                cost: Callable[[Item, Item], int]) -> Iterator[tuple[Sequence[Item], Result]]:
+def map_batches(items: Sequence[Item], size: int, run: Callable[[Sequence[Item]], Result],
+                cost: Callable[[Item, Item], int], halve: bool = True) -> Iterator[tuple[Sequence[Item], Result]]:
     """Apply `run` to consecutive batches, each as long as the costs of its items (cost(item, the batch's first
-    item)) stay within the limit, and at least one item. On OutOfMemory a limit that is not fixed halves and the
-    batch forms again: rows never influence each other, so the numbers do not change but by float rounding."""
-    size = limit.size
+    item)) stay within `size`, and at least one item. On OutOfMemory, with `halve` the size halves and the batch
+    forms again (rows never influence each other, so the numbers do not change but by float rounding); without, the
+    run stops."""
     done = 0
     while done < len(items):
         end, used = done + 1, cost(items[done], items[done])
@@ -179,8 +167,8 @@ def map_batches(items: Sequence[Item], limit: Limit, run: Callable[[Sequence[Ite
         try:
             result = run(batch)
         except OutOfMemory:
-            if limit.fixed or len(batch) == 1:
-                raise HarnessError(out_of_memory(len(batch), size, limit.unit)) from None
+            if not halve or len(batch) == 1:
+                raise HarnessError(out_of_memory(len(batch), size, "tokens" if halve else "rows")) from None
             size = max(1, size // 2)
             continue
         done = end

@@ -20,9 +20,9 @@ from harness.engine.hf.forward import SharedPrefix, encode_prefix
 from harness.engine.hf.scorer import score_batch
 from harness.engine.request import ScoringRequest
 
-# Generation's rows with batch_size=auto (halved on out-of-memory). CPU: 8, as batch_size's default;
-# accelerators keep rows busy by the hundred.
-AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 8}
+# Generation's rows with batch_size=auto (halved on out-of-memory), where scoring's auto started too before the token
+# budget: on a 2-core CPU, 8-shot SST-2 scoring took 7.0 / 6.8 / 7.2 / 8.3 s at 8 / 16 / 32 / 64 rows.
+AUTO_BATCH_START = {"cuda": 512, "mps": 256, "cpu": 16}
 # Scoring's token budget with batch_size=auto: the positions a batch's rows hold in the keys and values, prefix
 # included (harness/engine/scoring.py; halved on out-of-memory). CPU: benchmarks/token_budget.py on 2 cores found
 # no budget measurably faster than batches of 8 requests (sentiment 8-shot, PIQA, HellaSwag, ARC-Easy, 100 items:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -117,7 +118,7 @@ class OpenAIBackend(Backend):
                 new_tokens = len(self.encode(text, is_context=False))
             return Finished(request.index, text, new_tokens, len(request.context_ids))
 
-        yield from self.client.map(generated, requests)
+        yield from self.client.map(generated, requests, most=rows)
 
 
 def _choice(answer: dict[str, Any]) -> dict[str, Any]:
@@ -155,14 +156,33 @@ def _served(config: ModelConfig, client: Client) -> dict[str, Any]:
 
 def fingerprint(config: ModelConfig) -> str:
     """What identifies the run's model: the served model as the server names it (its id, and the path or hub id
-    it was loaded from where the server says, as vLLM does) and the tokenizer the harness reads (its files'
-    hashes, as the transformers backend's). The server's address is not part of it: the same model served
-    elsewhere gives the same numbers."""
-    from harness.engine.hf.fingerprint import model_fingerprint
-
+    it was loaded from where the server says, as vLLM does) and the tokenizer the harness reads. The server's
+    address is not part of it: the same model served elsewhere gives the same numbers."""
     served = _served(config, _client(config))
-    identity = [served.get("id"), served.get("root"), model_fingerprint(_tokenizer_config(config))]
+    identity = [served.get("id"), served.get("root"), _tokenizer_fingerprint(_tokenizer_config(config))]
     return "openai:" + hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()
+
+
+def _tokenizer_fingerprint(config: ModelConfig) -> str:
+    """A local directory: the hashes of its tokenizer's files alone (a directory with only a tokenizer is enough,
+    and a model's weights, gigabytes the server holds anyway, are not read); a hub id or a packaged model: what
+    identifies it for the transformers backend."""
+    from harness.engine.hf.fingerprint import TOKENIZER, model_fingerprint
+    from harness.sources.digests import file_digest
+
+    local = Path(config.path).expanduser()
+    if not local.is_dir():
+        return model_fingerprint(config)
+    files = sorted(path for path in local.iterdir() if path.is_file() and _is_tokenizer_file(path.name))
+    if not {path.name for path in files} & set(TOKENIZER):
+        raise HarnessError(f"{local} has no tokenizer files ({', '.join(TOKENIZER[:2])}, ...): set model.tokenizer to "
+                           "the served model's directory or hub id")
+    return "files:" + hashlib.sha256(json.dumps([[path.name, file_digest(path)] for path in files]).encode()).hexdigest()
+
+
+def _is_tokenizer_file(name: str) -> bool:
+    return name.startswith(("tokenizer", "special_tokens_map", "added_tokens", "chat_template")) or name in (
+        "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 
 
 def _tokenizer_config(config: ModelConfig) -> ModelConfig:

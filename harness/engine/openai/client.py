@@ -41,10 +41,11 @@ class Client:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._with_retries("POST", path, body)
 
-    def map(self, call: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
-        """call(item) for every item, at most `concurrency` at once, in the items' order. On an error or Ctrl-C the
-        requests not started are dropped and the run does not wait for those in flight (up to timeout_s each)."""
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+    def map(self, call: Callable[[Item], Result], items: Iterable[Item], most: int | None = None) -> Iterator[Result]:
+        """call(item) for every item, at most `concurrency` (and `most`) at once, in the items' order. On an error or
+        Ctrl-C the requests not started are dropped and the run does not wait for those in flight (up to timeout_s
+        each)."""
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, most or self.concurrency))
         try:
             yield from pool.map(call, items)
         finally:
