@@ -23,6 +23,7 @@ Usage:
     python benchmarks/leaderboard_vs_lmeval.py --shots 0 --limit 200
     python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy copa --shots 0 5
     python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy piqa --shots 0 --limit 50 --mutual-info
+    python benchmarks/leaderboard_vs_lmeval.py --tasks arc_easy hellaswag --shots 0 5 --limit 100 --chat
 """
 
 from __future__ import annotations
@@ -181,14 +182,16 @@ def mmlu_task_files(workdir: Path) -> list[str]:
 
 
 def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path, workdir: Path, log: str,
-               model_args: str = "", batch_size: int = 8) -> tuple[float, dict[str, list[dict[str, Any]]]]:
+               model_args: str = "", batch_size: int = 8,
+               chat: tuple[str, ...] = ()) -> tuple[float, dict[str, list[dict[str, Any]]]]:
     """lm-evaluation-harness on `tasks` (its task YAMLs in `workdir`): wall time and each task's samples by doc_id;
-    its results file is under workdir/lmeval_out_<log>. `model_args`: more of its model arguments (",max_length=64")."""
+    its results file is under workdir/lmeval_out_<log>. `model_args`: more of its model arguments (",max_length=64");
+    `chat`: its chat options (--apply_chat_template ...)."""
     output = workdir / f"lmeval_out_{log}"
     command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
                "--model_args", f"pretrained={model_dir},dtype=float32{model_args}", "--tasks", ",".join(tasks),
                "--num_fewshot", str(shots), "--batch_size", str(batch_size), "--device", "cpu", "--log_samples",
-               "--output_path", str(output), "--include_path", str(workdir)]
+               "--output_path", str(output), "--include_path", str(workdir), *chat]
     if limit:
         command += ["--limit", str(limit)]
     wall = run_logged(command, workdir / f"lmeval_{log}.log", cwd=workdir)
@@ -200,8 +203,9 @@ def run_lmeval(tasks: list[str], shots: int, limit: int | None, model_dir: Path,
     return wall, samples
 
 
-def harness_overrides(task: str, shots: int, limit: int | None, metrics: tuple[str, ...] = ()) -> list[str]:
-    overrides = [f"task={task}", f"shots={shots}", "demos=first_n", *([f"limit={limit}"] if limit else [])]
+def harness_overrides(task: str, shots: int, limit: int | None, metrics: tuple[str, ...] = (),
+                      chat: tuple[str, ...] = ()) -> list[str]:
+    overrides = [f"task={task}", f"shots={shots}", "demos=first_n", *([f"limit={limit}"] if limit else []), *chat]
     if MUTUAL_INFO in metrics:
         overrides.append(f"task.metrics=[{','.join(metrics)}]")
     if task == "mmlu":  # the subjects lm-evaluation-harness runs here, in the same (alphabetical) order
@@ -210,9 +214,9 @@ def harness_overrides(task: str, shots: int, limit: int | None, metrics: tuple[s
 
 
 def run_harness(task: str, shots: int, limit: int | None, workdir: Path,
-                metrics: tuple[str, ...] = (), batch_size: str = "8") -> tuple[float, Path]:
+                metrics: tuple[str, ...] = (), batch_size: str = "8", chat: tuple[str, ...] = ()) -> tuple[float, Path]:
     output = workdir / f"harness_{task}_{shots}shot"
-    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit, metrics),
+    command = [sys.executable, "-m", "harness", "run", *harness_overrides(task, shots, limit, metrics, chat),
                f"batch_size={batch_size}",
                "device=cpu", f"output_dir={output}"]
     wall = run_logged(command, workdir / f"harness_{task}_{shots}shot.log", cwd=REPO)
@@ -220,24 +224,33 @@ def run_harness(task: str, shots: int, limit: int | None, workdir: Path,
     return wall, metrics.parent
 
 
-def harness_prompts(task: str, shots: int, limit: int | None) -> list[list[tuple[str, str]]]:
-    """(context, continuation) of every option of every item, as the harness builds them."""
+def harness_prompts(task: str, shots: int, limit: int | None, chat: tuple[str, ...] = ()) -> list[list[tuple[str, str]]]:
+    """(context, continuation) of every option of every item, as the harness builds them (through the model's chat
+    template with `chat`)."""
+    from transformers import AutoTokenizer
+
     from harness.config import RunConfig  # noqa: F401  (the schema Hydra composes)
-    from harness.inputs.prompts import build_partial_prompts, build_prompt
+    from harness.engine.tokens import render_chat
+    from harness.inputs.prompts import Prompt, build_partial_prompts, build_prompt
     from harness.runs.plan import choose_inputs, plan_run
     sys.path.insert(0, str(REPO / "tests"))
     from helpers import compose
 
-    plan = plan_run(compose(*harness_overrides(task, shots, limit)))
+    plan = plan_run(compose(*harness_overrides(task, shots, limit, (), chat)))
     selection = choose_inputs(plan)
+    tokenizer = AutoTokenizer.from_pretrained(ensure_model()) if chat else None
+
+    def text(prompt: Prompt) -> str:
+        return prompt.context() if prompt.chat is None else render_chat(tokenizer, prompt.messages(), prompt.chat)
+
     items = []
     for demos, example in zip(selection.demonstrations, plan.examples):
         if plan.template.continuation is not None:
             prompts = build_partial_prompts(plan.template, demos, example)
-            items.append([(p.context(), p.continuations[0]) for p in prompts])
+            items.append([(text(p), p.continuations[0]) for p in prompts])
         else:
             prompt = build_prompt(plan.template, demos, example)
-            items.append([(prompt.context(), c) for c in prompt.continuations])
+            items.append([(text(prompt), c) for c in prompt.continuations])
     return items
 
 
@@ -367,7 +380,18 @@ def main() -> None:
                              "a token budget)")
     parser.add_argument("--mutual-info", action="store_true",
                         help=f"acc_mutual_info too (tasks: {', '.join(sorted(MUTUAL_INFO_TASKS))})")
+    parser.add_argument("--chat", action="store_true",
+                        help="both through the model's chat template, demonstrations as turns (lm-evaluation-harness: "
+                             "--apply_chat_template --fewshot_as_multiturn; the harness: chat_template=true)")
+    parser.add_argument("--system-instruction", default=None, help="with --chat: the system message")
     args = parser.parse_args()
+    if args.system_instruction is not None and not args.chat:
+        parser.error("--system-instruction goes with --chat")
+    lmeval_chat = ("--apply_chat_template", "--fewshot_as_multiturn", "true",
+                   *(("--system_instruction", args.system_instruction) if args.system_instruction else ())) \
+        if args.chat else ()
+    harness_chat = ("chat_template=true", *((f"system_instruction='{args.system_instruction}'",)
+                                            if args.system_instruction else ())) if args.chat else ()
     if args.mutual_info and set(args.tasks) - MUTUAL_INFO_TASKS:
         parser.error(f"--mutual-info: options as continuations only, not {', '.join(set(args.tasks) - MUTUAL_INFO_TASKS)}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="leaderboard-"))
@@ -383,13 +407,15 @@ def main() -> None:
             limit = args.limit if task != "mmlu" else None  # MMLU: every question of the five subjects
             names = lmeval_task_files(pairing, workdir)
             lmeval_s, samples = run_lmeval(names, shots, limit, model_dir, workdir, f"{task}_{shots}shot",
-                                         batch_size=args.lmeval_batch_size)
-            harness_s, run_dir = run_harness(task, shots, limit, workdir, pairing.metrics, args.harness_batch_size)
-            prompts = harness_prompts(task, shots, limit)
+                                           batch_size=args.lmeval_batch_size, chat=lmeval_chat)
+            harness_s, run_dir = run_harness(task, shots, limit, workdir, pairing.metrics, args.harness_batch_size,
+                                             harness_chat)
+            prompts = harness_prompts(task, shots, limit, harness_chat)
             in_order = [sample for name in names for sample in samples[name]]  # MMLU: subject after subject
             results.append(compare(task, shots, pairing.metrics, run_dir, in_order, prompts, harness_s, lmeval_s))
             print(_row(results[-1]), flush=True)
-    print(f"\nlm-evaluation-harness {version}; harness at {commit()}; SmolLM2-135M-Instruct fp32, batch size "
+    chat_note = f"; chat template{', system instruction' if args.system_instruction else ''}" if args.chat else ""
+    print(f"\nlm-evaluation-harness {version}; harness at {commit()}{chat_note}; SmolLM2-135M-Instruct fp32, batch size "
           f"{args.harness_batch_size} (lm-evaluation-harness: {args.lmeval_batch_size}), "
           f"{'all items' if not args.limit else f'the first {args.limit} items'} per task; records in {workdir}\n")
     print(HEADER.replace("acc / acc_norm", f"acc / acc_norm / {MUTUAL_INFO}") if args.mutual_info else HEADER)

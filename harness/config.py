@@ -182,6 +182,13 @@ class ModelConfig:
     concurrency: int = 8  # requests in flight
     timeout_s: float = 300.0  # per request, then retried
     max_retries: int = 5  # after the first try, waiting 0.5 s, 1 s, 2 s ...
+    # model.backend=vllm: the Python of an environment with vLLM (None: this one), and vLLM's own engine settings
+    # (None: vLLM's default); model.max_length is its max_model_len, model.dtype its dtype
+    vllm_python: Optional[str] = None
+    gpu_memory_utilization: Optional[float] = None
+    tensor_parallel_size: int = 1
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
 
 
 @dataclass
@@ -211,6 +218,14 @@ class RunConfig:
     method: MethodConfig = MISSING
     template: Optional[str] = None  # default: the task's default_template; all: every template, one run each
     label_words: Optional[str] = None  # one of the template's alternative verbalizer sets (its label_words)
+    # Prompts through the model's chat template (lm-evaluation-harness's --apply_chat_template): false, true (its
+    # default), or the name of one of its named templates; demonstrations as user/assistant turns
+    # (fewshot_as_multiturn; None: on with a template, as lm-evaluation-harness), a system message before the
+    # task's instruction, and text the assistant turn starts with (gen_prefix)
+    chat_template: Any = False
+    fewshot_as_multiturn: Optional[bool] = None
+    system_instruction: Optional[str] = None
+    gen_prefix: Optional[str] = None
     shots: int = 0  # k: demonstrations in the prompt (icl) or training examples (fine-tuning)
     eval_shots: int = 0  # fine-tuning only: the first N training examples also shown in the prompt
     seed: int = 1

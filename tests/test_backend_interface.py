@@ -103,5 +103,5 @@ def test_a_run_interrupted_in_the_backend_resumes_from_the_journal(tmp_path: Pat
 def test_fine_tuning_needs_a_trainable_backend(tmp_path: Path, harness_env: dict) -> None:
     with pytest.raises(HarnessError, match="model.backend=fake serves a model it cannot train"):
         run_in_process("task=toy", *FAKE, "method=lora", "shots=2", f"output_dir={tmp_path}")
-    with pytest.raises(HarnessError, match=r"unknown model.backend 'nope' \(backends: fake, hf, openai\)"):
+    with pytest.raises(HarnessError, match=r"unknown model.backend 'nope' \(backends: fake, hf, openai, vllm\)"):
         run_in_process("task=toy", "model=fake-model", "model.backend=nope", f"output_dir={tmp_path}")

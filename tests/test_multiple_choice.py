@@ -329,7 +329,8 @@ def test_fine_tuning_learns_the_right_option(template_name: str, mc_task_root: P
     template = load_template(task, template_name)
     expected = {"qa": ("Q: The team _ the football match.\nA:", " won"),
                 "blank": ("The team won", " the football match.")}[template_name]
-    assert gold_sequence(template, item) == expected  # the tokens the loss falls on: the right option's
+    prompt, index = gold_sequence(template, item)
+    assert (prompt.context(), prompt.continuations[index]) == expected  # the tokens the loss falls on: the right option's
     blanks_only = ["task.where=\"'_' in question\""] if template_name == "blank" else []  # what the template fits
     result = run_in_process("task=toymc", f"template={template_name}", f"model={tiny_model_dir}", "method=lora",
                             "shots=2", "method.steps=2", "method.learning_rate=0.01", "demos=first_n",

@@ -32,6 +32,7 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from harness.config import ModelConfig
     from harness.engine.request import ScoringRequest
+    from harness.inputs.prompts import ChatSettings
 
 Scores = list[list[tuple[float, bool]]]  # per request, per continuation: (log-probability, greedy)
 
@@ -85,6 +86,14 @@ class Backend(ABC):
     def vocabulary_size(self) -> int:
         """Entries of one position's distribution (bounds the rolling batches of batch_size=auto)."""
 
+    def render_chat(self, messages: list[dict[str, str]], chat: ChatSettings) -> str:
+        """A prompt's messages through the model's chat template (chat_template=true)."""
+        raise HarnessError(f"model '{self.name}' has no chat template here (model.backend has no tokenizer)")
+
+    def chat_template_names(self) -> list[str] | None:
+        """The model's chat templates by name, or None when it has none."""
+        return None
+
     # --- where it runs, for the engine and the run record -------------------------------------------------
     @property
     def auto_batch_size(self) -> int:
@@ -106,6 +115,11 @@ class Backend(ABC):
     def dtype_name(self) -> str:
         """The weights' dtype, for the run record."""
         return "float32"
+
+    @property
+    def engine_versions(self) -> dict[str, str]:
+        """Versions of what runs the model that this environment does not hold, for the run record."""
+        return {}
 
     # --- the three request types -------------------------------------------------------------------------
     @abstractmethod
@@ -139,6 +153,7 @@ class BackendSpec:
     fingerprint: str
     loader: str
     trainable: bool = False  # fine-tuning methods need its model's parameters
+    data_parallel: bool = True  # can run in each of several processes (accelerate launch --num_processes N)
 
     def model_fingerprint(self, config: ModelConfig) -> str:
         return _imported(self.fingerprint)(config)
@@ -173,3 +188,7 @@ register_backend(BackendSpec(name="hf", fingerprint="harness.engine.hf.fingerpri
 # (harness/engine/openai/)
 register_backend(BackendSpec(name="openai", fingerprint="harness.engine.openai.backend:fingerprint",
                              loader="harness.engine.openai.backend:load"))
+# vLLM's offline engine in a worker process, from an environment of its own if need be (harness/engine/vllm/): the
+# harness tokenizes, vLLM scores and generates; the weights are identified as the transformers backend's
+register_backend(BackendSpec(name="vllm", fingerprint="harness.engine.hf.fingerprint:model_fingerprint",
+                             loader="harness.engine.vllm.backend:load", data_parallel=False))

@@ -39,15 +39,18 @@ class ScoringRequest:
 
 def build_requests(prompts: Sequence[Prompt], lm: Backend, answer_tokens: int = 0) -> list[ScoringRequest]:
     """Token ids of every prompt; the context leaves room for the longest continuation and for
-    `answer_tokens` (the generation scorer's new tokens)."""
+    `answer_tokens` (the generation scorer's new tokens: a generation request, whose context stays as it is)."""
     if not prompts:
         return []
     continuation_cache: dict[str, tuple[int, ...]] = {}
-    contexts = lm.encode([prompt.context() for prompt in prompts], is_context=True)
+    scoring = answer_tokens == 0
+    texts = [scored_texts(prompt, lm) if scoring else (context_text(prompt, lm), prompt.continuations)
+             for prompt in prompts]
+    contexts = lm.encode([context for context, _ in texts], is_context=True)
     requests = []
-    for prompt, context_ids in zip(prompts, contexts):
+    for prompt, context_ids, (_, continuation_texts) in zip(prompts, contexts, texts):
         continuations = []
-        for text in prompt.continuations:
+        for text in continuation_texts:
             if text not in continuation_cache:
                 continuation_cache[text] = tuple(lm.encode(text, is_context=False))
             continuations.append(continuation_cache[text])
@@ -60,7 +63,8 @@ def build_requests(prompts: Sequence[Prompt], lm: Backend, answer_tokens: int = 
                     f"example {prompt.example_id} needs {len(context_ids) + longest} tokens without demonstrations, "
                     f"more than the context window of {lm.name} ({lm.token_window})"
                 )
-            context_ids = lm.encode(prompt.context(dropped), is_context=True)
+            context = scored_texts(prompt, lm, dropped)[0] if scoring else context_text(prompt, lm, dropped)
+            context_ids = lm.encode(context, is_context=True)
         requests.append(
             ScoringRequest(
                 context_ids=tuple(context_ids),
@@ -71,6 +75,24 @@ def build_requests(prompts: Sequence[Prompt], lm: Backend, answer_tokens: int = 
             )
         )
     return requests
+
+
+def scored_texts(prompt: Prompt, lm: Backend, dropped_demos: int = 0) -> tuple[str, tuple[str, ...]]:
+    """The context and the continuations as scored. A context that ends in whitespace (a chat template's generation
+    prompt: "<|im_start|>assistant\n") gives it to every continuation, as lm-evaluation-harness 0.4.13 does
+    (`_encode_pair`), so the same tokens are scored; plain prompts end without it (their query is cut before it)."""
+    context = context_text(prompt, lm, dropped_demos)
+    stripped = context.rstrip()
+    if stripped == context:
+        return context, prompt.continuations
+    return stripped, tuple(context[len(stripped):] + continuation for continuation in prompt.continuations)
+
+
+def context_text(prompt: Prompt, lm: Backend, dropped_demos: int = 0) -> str:
+    """The text before the answer: the plain prompt, or its messages through the model's chat template."""
+    if prompt.chat is None:
+        return prompt.context(dropped_demos)
+    return lm.render_chat(prompt.messages(dropped_demos), prompt.chat)
 
 
 def shared_prefix_length(contexts: Sequence[tuple[int, ...]]) -> int:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from harness.config import MethodConfig
 from harness.engine.hf.backend import HFBackend
 from harness.engine.memory import memory_in_use_mb
+from harness.engine.request import scored_texts
 from harness.errors import HarnessError
 from harness.finetune.method import ADAPTER_DIR, WEIGHTS_FILE, TrainingRecord, learning_method
 from harness.inputs.data import Example
@@ -101,7 +102,9 @@ def _training_sequences(lm: HFBackend, template: Template, examples: Sequence[Ex
     query scores for the right answer (for partial scoring, the text after the right option)."""
     sequences = []
     for example in examples:
-        context_text, continuation_text = gold_sequence(template, example)
+        prompt, index = gold_sequence(template, example)
+        context_text, continuation_texts = scored_texts(prompt, lm)  # as a query scores it: the very tokens
+        continuation_text = continuation_texts[index]
         context = lm.encode(context_text, is_context=True)
         continuation = lm.encode(continuation_text, is_context=False)
         if len(context) + len(continuation) > lm.token_window:

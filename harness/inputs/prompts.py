@@ -9,6 +9,15 @@ between examples, and optionally its own verbalizers (answer_choices). A k-shot 
 where each demonstration is rendered with its gold verbalizer and the query is rendered up
 to the answer. The whitespace just before the answer belongs to the scored continuation
 (" positive" after "Sentiment:"), as in lm-evaluation-harness.
+
+With a chat template (chat_template=true) the same parts become messages, by lm-evaluation-harness 0.4.13's rules
+(its `fewshot_context` and `build_qa_turn`): the instruction, after the system instruction, is the system message;
+each demonstration a user turn (its query) and an assistant turn (its answer), or all of them and the query one
+user turn (fewshot_as_multiturn=false); the query the last user turn; gen_prefix an assistant turn the model
+continues. The backend's tokenizer renders the messages (harness/engine/request.py), so the text depends on the
+model as its tokens do. An option is scored right after the generation prompt, without the whitespace before
+it (lm-evaluation-harness's multiple-choice target delimiter under a chat template), unless gen_prefix ends
+without whitespace; a cloze target keeps its own (lm-evaluation-harness's loglikelihood requests).
 """
 
 from __future__ import annotations
@@ -36,6 +45,27 @@ _RENDER_ERRORS = (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyEr
 
 
 @dataclass(frozen=True)
+class ChatSettings:
+    """How prompts go through the model's chat template (chat_template=true or a template's name)."""
+
+    template_name: str | None  # one of the tokenizer's named templates; None: its default
+    multiturn: bool  # each demonstration a user turn and an assistant turn; else one user turn for all
+    system_instruction: str | None  # the system message, before the task's instruction
+    gen_prefix: str | None  # what the assistant turn starts with (continued, not a fresh generation prompt)
+    keep_gap: bool  # the scored text keeps the whitespace before it (cloze: lm-evaluation-harness's loglikelihood)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A demonstration as chat turns: `question` (the user's), `answer` (the assistant's), and what lies between
+    them in plain text (lm-evaluation-harness's target delimiter)."""
+
+    question: str
+    delimiter: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Template:
     name: str
     description: str
@@ -50,6 +80,7 @@ class Template:
     demonstration_source: jinja2.Template | None = None
     file_sha256: str = ""  # of the template's YAML file: part of the run key
     label_word_sets: tuple[str, ...] = ()  # the names of its alternative verbalizer sets (label_words=NAME)
+    chat: ChatSettings | None = None  # the run renders prompts through the model's chat template
 
     def render(self, example: Example, answer: str) -> str:
         return self._render(self.example, example, answer=answer)
@@ -74,6 +105,24 @@ class Template:
             return self._render(self.demonstration_source, example, answer=answer) + self.separator
         return self.render(example, answer) + self.render_continuation(example) + self.separator
 
+    def turn(self, example: Example) -> Turn:
+        """The demonstration as a user turn and an assistant turn: the question is the text before the answer (the
+        option in place, for partial scoring), the answer the rest (without the whitespace before it, unless
+        chat.keep_gap); their plain-text join is the demonstration itself."""
+        assert self.chat is not None
+        shown = self.demonstration(example)[: -len(self.separator) or None]
+        if self.continuation is not None:
+            question = self.render(example, self.gold_answer(example)).rstrip()
+            answer = shown[len(question):].lstrip()
+        else:
+            question, gap = _split_at_answer(self, example)
+            rendered = self.render(example, self.gold_answer(example))
+            answer = rendered[len(question) + (0 if self.chat.keep_gap else len(gap)):]
+        if not shown.startswith(question) or not shown.endswith(answer) or len(question) + len(answer) > len(shown):
+            raise HarnessError(f"template '{self.name}' cannot show example {example.id} as chat turns: its "
+                               "demonstration is not its query followed by its answer")
+        return Turn(question, shown[len(question) : len(shown) - len(answer)], answer)
+
     def _render(self, source: jinja2.Template, example: Example, **values: Any) -> str:
         try:
             return source.render(**example.fields, **values)
@@ -93,11 +142,40 @@ class Prompt:
     demonstrations: tuple[str, ...]  # each rendered with its answer, then the separator
     demo_ids: tuple[str, ...]
     query: str  # the test input up to the answer, without the whitespace before it
-    continuations: tuple[str, ...]  # per label: that whitespace + verbalizer
+    continuations: tuple[str, ...]  # per label: that whitespace + verbalizer (with a chat template: as it scores)
+    chat: ChatSettings | None = None
+    turns: tuple[Turn, ...] = ()  # with a chat template: each demonstration as turns
+    separator: str = "\n\n"  # the template's, between demonstrations
+    gap: str = " "  # the whitespace before the answer in the template (lm-evaluation-harness's target delimiter)
 
     def context(self, dropped_demos: int = 0) -> str:
-        """The text before the answer, without the first `dropped_demos` demonstrations."""
+        """The text before the answer, without the first `dropped_demos` demonstrations (plain prompts)."""
         return self.instruction + "".join(self.demonstrations[dropped_demos:]) + self.query
+
+    def messages(self, dropped_demos: int = 0) -> list[dict[str, str]]:
+        """The prompt as chat messages, without the first `dropped_demos` demonstrations, by lm-evaluation-harness
+        0.4.13's rules (module docstring); the tokenizer's template renders them."""
+        chat = self.chat
+        assert chat is not None
+        system = _delimited(chat.system_instruction, self.instruction, self.separator)
+        gen_prefix = chat.gen_prefix
+        # (role, content, what follows it in plain text), as lm-evaluation-harness's Message
+        parts: list[tuple[str, str, str]] = []
+        for turn in self.turns[dropped_demos:]:
+            parts.append(("user", turn.question, turn.delimiter))
+            parts.append(("assistant", _delimited(gen_prefix, turn.answer, " "), self.separator))
+        parts.append(("user", self.query, self.gap if gen_prefix and _needs_delimiter(self.query, gen_prefix) else ""))
+        if gen_prefix:
+            parts.append(("assistant", gen_prefix, ""))
+        if chat.multiturn:
+            turns = [{"role": role, "content": content} for role, content, _ in parts]
+        else:  # one user turn: everything before the final assistant turn (if any) joined as plain text
+            final = parts.pop() if parts[-1][0] == "assistant" else None
+            text = "".join(content + follows for _, content, follows in parts[:-1]) + parts[-1][1]
+            turns = [{"role": "user", "content": text}]
+            if final is not None:
+                turns.append({"role": "assistant", "content": final[1]})
+        return ([{"role": "system", "content": system}] if system else []) + turns
 
 
 def load_template(task: TaskConfig, name: str, label_words: str | None = None) -> Template:
@@ -204,8 +282,39 @@ def build_prompt(template: Template, demonstrations: Sequence[Example], example:
         demonstrations=tuple(template.demonstration(demo) for demo in demonstrations),
         demo_ids=tuple(demo.id for demo in demonstrations),
         query=query,
-        continuations=tuple(gap + answer for answer in template.answers(example)),
+        continuations=tuple(_scored(template, gap, answer) for answer in template.answers(example)),
+        gap=gap,
+        **_chat_parts(template, demonstrations),
     )
+
+
+def _chat_parts(template: Template, demonstrations: Sequence[Example]) -> dict[str, Any]:
+    """A prompt's chat fields: none for a plain run."""
+    if template.chat is None:
+        return {}
+    return {"chat": template.chat, "turns": tuple(template.turn(demo) for demo in demonstrations),
+            "separator": template.separator}
+
+
+def _scored(template: Template, gap: str, text: str) -> str:
+    """The continuation scored: the whitespace before the answer, then the answer. Under a chat template the answer
+    follows the generation prompt directly (lm-evaluation-harness 0.4.13's target delimiter is "" there), unless
+    gen_prefix ends without whitespace, or the kind keeps it (cloze)."""
+    chat = template.chat
+    if chat is None or chat.keep_gap or (chat.gen_prefix and not chat.gen_prefix[-1].isspace()):
+        return gap + text
+    return text
+
+
+def _delimited(prefix: str | None, suffix: str | None, delimiter: str) -> str:
+    """prefix and suffix joined with `delimiter` unless there is whitespace where they meet (either may be empty)."""
+    if not prefix or not suffix:
+        return prefix or suffix or ""
+    return prefix + suffix if prefix[-1].isspace() or suffix[0].isspace() else prefix + delimiter + suffix
+
+
+def _needs_delimiter(prefix: str, suffix: str) -> bool:
+    return bool(prefix) and not (prefix[-1].isspace() or suffix[0].isspace())
 
 
 def build_partial_prompts(template: Template, demonstrations: Sequence[Example], example: Example) -> list[Prompt]:
@@ -218,25 +327,27 @@ def build_partial_prompts(template: Template, demonstrations: Sequence[Example],
     prompts = []
     for index, answer in enumerate(template.answers(example)):
         context = template.render(example, answer)
+        gap = context[len(context.rstrip()):] + continuation[: len(continuation) - len(continuation.lstrip())]
         prompts.append(Prompt(
             example_id=f"{example.id}|{index}",
             instruction=_instruction(template, example),
             demonstrations=demos,
             demo_ids=tuple(demo.id for demo in demonstrations),
             query=context.rstrip(),  # whitespace at its end belongs to the scored text, as before an answer
-            continuations=(context[len(context.rstrip()):] + continuation,),
+            continuations=(_scored(template, gap, continuation.lstrip()),),
+            gap=gap,
+            **_chat_parts(template, demonstrations),
         ))
     return prompts
 
 
-def gold_sequence(template: Template, example: Example) -> tuple[str, str]:
-    """(context, continuation) of the right answer with no demonstrations: what fine-tuning learns."""
+def gold_sequence(template: Template, example: Example) -> tuple[Prompt, int]:
+    """The prompt of the right answer with no demonstrations, and which of its continuations is the right one: what
+    fine-tuning learns (rendered as any prompt is, through the chat template where the run has one)."""
     if template.continuation is not None:
-        prompt = build_partial_prompts(template, [], example)[example.gold]
-        return prompt.context(), prompt.continuations[0]
+        return build_partial_prompts(template, [], example)[example.gold], 0
     prompt = build_prompt(template, [], example)
-    index = example.gold if example.choices else list(template.verbalizers).index(example.label)
-    return prompt.context(), prompt.continuations[index]
+    return prompt, example.gold if example.choices else list(template.verbalizers).index(example.label)
 
 
 def _split_at_answer(template: Template, example: Example) -> tuple[str, str]:

@@ -31,8 +31,8 @@ from harness.errors import HarnessError, RunInterrupted
 from harness.files import jsonl_text, sha256_text, write_json, write_text_atomic
 from harness.finetune.train import finetune, load_trained, remove_trained
 from harness.kinds.base import Items, Measured, Predicted, task_kind
-from harness.runs.distributed import Processes, join_processes
-from harness.runs.plan import RunPlan, RunResult, Selection
+from harness.runs.distributed import Processes, is_main_process, join_processes
+from harness.runs.plan import RunPlan, RunResult, Selection, check_chat_template
 from harness.runs.records import (
     PREDICTIONS_FILE,
     RECORD_FILE,
@@ -77,11 +77,11 @@ def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
     Of several processes only the main one trains; the others wait for its saved weights and load them."""
     config = plan.config
     if not plan.finetuning:
-        return backend_spec(config.model.backend).load(config.model, config.device, reuse=True), None
+        return _loaded(plan, reuse=True), None
     finished = plan.run_dir / TRAINING_FILE
     if not processes.main:
         processes.wait_for_others()
-        lm = backend_spec(config.model.backend).load(config.model, config.device)
+        lm = _loaded(plan)
         load_trained(lm, config.method.name, plan.run_dir)
         return lm, _finished_training(finished)
     trained = _trained_model(plan, selection, finished, progress)
@@ -89,10 +89,25 @@ def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
     return trained
 
 
+def _loaded(plan: RunPlan, reuse: bool = False) -> Backend:
+    """The run's model, its chat template checked against the run's (where planning could not read the tokenizer's
+    files), and a note when it has one that the run does not use: nobody compares the two formats by accident."""
+    config = plan.config
+    lm = backend_spec(config.model.backend).load(config.model, config.device, reuse=reuse)
+    names = lm.chat_template_names()
+    chat = plan.template.chat
+    if chat is not None:
+        check_chat_template(config.model, names or [], chat.template_name)
+    elif names and is_main_process():
+        print(f"harness: note: {config.model.name} has a chat template ({', '.join(names)}); this run renders plain "
+              "prompts (chat_template=true renders them through it)", file=sys.stderr)
+    return lm
+
+
 def _trained_model(plan: RunPlan, selection: Selection, finished: Path,
                    progress: bool) -> tuple[Backend, TrainingRecord]:
     config = plan.config
-    lm = backend_spec(config.model.backend).load(config.model, config.device)  # its own copy: training changes it
+    lm = _loaded(plan)  # its own copy: training changes it
     training = None if config.rerun else _finished_training(finished)
     if training is not None:
         load_trained(lm, config.method.name, plan.run_dir)
@@ -243,7 +258,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: Backend, training: Tra
         training=training,
         calibration_scores=predicted.calibration_scores,
         environment=environment(lm.device_name, lm.dtype_name, torch.get_num_threads(),
-                                processes),
+                                processes, lm.engine_versions),
     )
     try:
         record_text = record.to_json()

@@ -15,15 +15,16 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from harness.config import RETRIEVAL_DEMOS, Device, RunConfig, TaskConfig
+from harness.config import RETRIEVAL_DEMOS, Device, ModelConfig, RunConfig, Scorer, TaskConfig
 from harness.engine.backend import backend_spec
+from harness.engine.hf.fingerprint import chat_templates_at_planning
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
 from harness.finetune.method import learning_method
 from harness.inputs.data import Example, load_split
 from harness.inputs.demos import demonstrations_per_example
 from harness.inputs.expressions import compile_pattern
-from harness.inputs.prompts import Template, load_template
+from harness.inputs.prompts import ChatSettings, Template, load_template
 from harness.inputs.registry import task_files, template_files
 from harness.kinds.base import Answers, TaskKind, task_kind
 from harness.metrics.registry import check_available, metric
@@ -79,7 +80,10 @@ def plan_run(config: RunConfig) -> RunPlan:
     kind.check(config)  # first: what the task's kind rules out says more than a generic complaint about it
     check_task(config)
     check_settings(config)
-    template = load_template(task, config.template, config.label_words)
+    chat = check_chat(config)
+    # a template is used at the default turns either way: the key names what is used
+    config = replace(config, fewshot_as_multiturn=None if chat is None else chat.multiturn)
+    template = replace(load_template(task, config.template, config.label_words), chat=chat)
     kind.check_template(template, config)
     check_metrics(kind, task)
     evaluation = load_split(task, task.eval_split)
@@ -209,6 +213,9 @@ def check_settings(config: RunConfig) -> None:
     if finetuning and not backend_spec(config.model.backend).trainable:
         raise HarnessError(f"method={config.method.name} trains the model's weights; model.backend="
                            f"{config.model.backend} serves a model it cannot train (use model.backend=hf or method=icl)")
+    if launched_processes() > 1 and not backend_spec(config.model.backend).data_parallel:
+        raise HarnessError(f"model.backend={config.model.backend} runs one engine that batches and places the model by "
+                           "itself (model.tensor_parallel_size across GPUs): run it without accelerate launch")
     if finetuning and config.shots == 0:
         raise HarnessError(f"method={config.method.name} needs training examples: set shots > 0")
     if finetuning and (config.method.steps < 1 or config.method.learning_rate <= 0):
@@ -227,6 +234,47 @@ def check_settings(config: RunConfig) -> None:
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise HarnessError(f"{key} must be >= 1, got {getattr(config, key)}")
     check_placement(config, finetuning)
+
+
+def check_chat(config: RunConfig) -> ChatSettings | None:
+    """chat_template and the settings that go with it, checked against the task and the model's tokenizer files
+    before anything loads (where the files are here: else once the tokenizer is loaded, before any scoring)."""
+    name = config.chat_template
+    if name is None or name is False or (isinstance(name, str) and name.lower() in ("false", "none", "")):
+        for setting in ("system_instruction", "gen_prefix"):
+            if getattr(config, setting) is not None:
+                raise HarnessError(f"{setting} is a chat setting: it applies with chat_template=true")
+        if config.fewshot_as_multiturn:
+            raise HarnessError("fewshot_as_multiturn=true needs chat_template=true: without a chat template there "
+                               "are no turns")
+        return None
+    if not isinstance(name, (bool, str)):
+        raise HarnessError(f"chat_template is true, false or the name of one of the tokenizer's templates, got {name!r}")
+    kind = task_kind(config.task.kind)
+    if not kind.template_answer:
+        raise HarnessError(f"task '{config.task.name}' is {kind.title}: a rolling log-likelihood over a text has no "
+                           "chat form (drop chat_template)")
+    if config.scorer == Scorer.channel:
+        raise HarnessError("scorer=channel scores the input after the label: it has no chat form (use scorer=rank "
+                           "with chat_template)")
+    template_name = None if name is True else name
+    check_chat_template(config.model, chat_templates_at_planning(config.model), template_name)
+    return ChatSettings(template_name=template_name,
+                        multiturn=True if config.fewshot_as_multiturn is None else config.fewshot_as_multiturn,
+                        system_instruction=config.system_instruction, gen_prefix=config.gen_prefix or None,
+                        keep_gap=kind.lmeval_output_type_for(str(config.scorer)) == "loglikelihood")
+
+
+def check_chat_template(model: ModelConfig, names: list[str] | None, template_name: str | None) -> None:
+    """The model's tokenizer has the chat template asked for (names None: not known yet)."""
+    if names is None:
+        return
+    if not names:
+        raise HarnessError(f"model '{model.name}' has no chat template (its tokenizer files define none): drop "
+                           "chat_template")
+    if template_name is not None and template_name not in names:
+        raise HarnessError(f"model '{model.name}' has no chat template named '{template_name}' (it has: "
+                           f"{', '.join(names)})")
 
 
 def check_placement(config: RunConfig, finetuning: bool) -> None:

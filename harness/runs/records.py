@@ -39,11 +39,13 @@ RUN_DIR_NAME = re.compile(r"__-?\d+shot__seed-?\d+__(?P<key>[0-9a-f]{10})$")
 HASH_EXCLUDED = ("output_dir", "batch_size", "batch_tokens", "prefix_cache", "rerun", "lmeval_results")
 # The model's own settings that are only a note, or say where its layers sit (the same numbers: tested)
 MODEL_HASH_EXCLUDED = ("licence", "device_map", "max_memory", "offload_folder", "base_url", "api_key_env",
-                       "concurrency", "timeout_s", "max_retries")
+                       "concurrency", "timeout_s", "max_retries", "vllm_python", "gpu_memory_utilization",
+                       "tensor_parallel_size", "enable_prefix_caching", "enforce_eager")
 # Settings added after records existed (dotted paths into the config): at this value, what every earlier run
 # did, they stay out of the key, so adding them did not orphan a single record (tests/test_cli.py pins old keys).
 KEY_NEUTRAL = {"train_seed": None, "label_words": None, "task.units_field": None, "task.answer.filters": {},
-               "model.backend": "hf", "model.api_model": None, "model.tokenizer": None}
+               "model.backend": "hf", "model.api_model": None, "model.tokenizer": None, "chat_template": False,
+               "fewshot_as_multiturn": None, "system_instruction": None, "gen_prefix": None}
 # recorded name -> distribution (the harness's own is icl-harness on PyPI; records call it harness)
 VERSIONED_PACKAGES = {"harness": "icl-harness", **{name: name for name in ("torch", "transformers", "datasets", "evaluate",
                                                                           "hydra-core", "numpy")}}
@@ -224,14 +226,17 @@ def run_dir_name(config: dict[str, Any], key: str) -> str:
     )
 
 
-def environment(device: str, dtype: str, threads: int, processes: int = 1) -> dict[str, Any]:
-    """Where the run ran; threads per process, processes > 1 for a data-parallel run (accelerate launch)."""
-    versions = {}
+def environment(device: str, dtype: str, threads: int, processes: int = 1,
+                engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """Where the run ran; threads per process, processes > 1 for a data-parallel run (accelerate launch); the
+    versions of what ran the model outside this environment (vLLM in its own)."""
+    versions: dict[str, str | None] = {}
     for package, distribution in VERSIONED_PACKAGES.items():
         try:
             versions[package] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    versions.update(engine_versions or {})
     return {"device": device, "dtype": dtype, "threads": threads, "processes": processes,
             "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine import tokens
-from harness.engine.backend import Backend, Finished, GenerationRequest, OutOfMemory, Scores
+from harness.engine.backend import Finished, GenerationRequest, OutOfMemory, Scores
 from harness.engine.hf.decoder import Decoder
 from harness.engine.hf.forward import SharedPrefix, encode_prefix
 from harness.engine.hf.scorer import score_batch
@@ -33,7 +33,7 @@ AUTO_BATCH_TOKENS = {"cuda": 32768, "mps": 16384, "cpu": 2048}
 
 
 @dataclass
-class HFBackend(Backend):
+class HFBackend(tokens.TokenizedBackend):
     name: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -50,10 +50,6 @@ class HFBackend(Backend):
     @property
     def pad_token_id(self) -> int:
         return tokens.pad_token_id(self.tokenizer)
-
-    @property
-    def prefix_token_id(self) -> int:
-        return tokens.prefix_token_id(self.tokenizer)
 
     @property
     def layer_types(self) -> tuple[str, ...]:
@@ -75,13 +71,6 @@ class HFBackend(Backend):
     def token_window(self) -> int:
         """Tokens a prompt may use: the context window less the soft prompt."""
         return self.max_length - (0 if self.soft_prompt is None else self.soft_prompt.shape[0])
-
-    def encode(self, text: str | list[str], *, is_context: bool) -> list[int] | list[list[int]]:
-        return tokens.encode(self.tokenizer, self.add_bos, text, is_context=is_context)
-
-    @property
-    def vocabulary_size(self) -> int:
-        return len(self.tokenizer)
 
     @property
     def auto_batch_size(self) -> int:

@@ -60,3 +60,45 @@ def _check_model_dir(directory: Path, names: set[str]) -> None:
     if missing:
         raise HarnessError(f"model directory {directory} has no {' and no '.join(missing)}: a model directory holds "
                            "what save_pretrained writes for the model and for its tokenizer")
+
+
+def chat_templates_at_planning(config: ModelConfig) -> list[str] | None:
+    """The names of the chat templates the model's tokenizer files hold ("default" for the unnamed one; [] for none),
+    read from the files without loading anything; None where the files are not here yet (a hub model not cached, a
+    GGUF not converted yet): the run checks again once the tokenizer is loaded."""
+    directory = _tokenizer_dir(config)
+    if directory is None:
+        return None
+    names = set()
+    if (directory / "chat_template.jinja").is_file() or (directory / "chat_template.json").is_file():
+        names.add("default")
+    extra = directory / "additional_chat_templates"
+    if extra.is_dir():
+        names.update(path.stem for path in extra.glob("*.jinja"))
+    try:
+        declared = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        declared = None
+    if isinstance(declared, str) and declared:
+        names.add("default")
+    elif isinstance(declared, list):
+        names.update(str(entry.get("name")) for entry in declared if isinstance(entry, dict) and entry.get("name"))
+    return sorted(names)
+
+
+def _tokenizer_dir(config: ModelConfig) -> Path | None:
+    if is_gguf(config):
+        from harness.engine.hf.gguf import converted_entry
+
+        entry = converted_entry(config).path
+        return entry if entry.is_dir() else None
+    path = Path(config.tokenizer or config.path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(config.tokenizer or config.path).startswith((".", "/", "~")):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(config.tokenizer or config.path), "tokenizer_config.json",
+                                    revision=config.revision)
+    return Path(cached).parent if isinstance(cached, str) else None

@@ -60,7 +60,7 @@ def load_backend(config: ModelConfig, device_name: str, reuse: bool = False) -> 
     dtype = resolve_dtype(config.dtype, device)
     source, local_only = (gguf_converted_dir(config), False) if is_gguf(config) else resolve_model_source(
         config.path, config.revision, "model", hint="use a local path or a named model (python -m harness list)")
-    key = json.dumps([asdict(config), str(device), str(dtype), source, _files_signature(source)], default=str)
+    key = json.dumps([asdict(config), str(device), str(dtype), source, files_signature(source)], default=str)
     if reuse and key in _kept:
         print(f"harness: model {config.name} reused from the previous run of this process (loaded once)",
               file=sys.stderr)
@@ -72,7 +72,7 @@ def load_backend(config: ModelConfig, device_name: str, reuse: bool = False) -> 
     return lm
 
 
-def _files_signature(source: str) -> list[tuple[str, int, int]] | None:
+def files_signature(source: str) -> list[tuple[str, int, int]] | None:
     """Name, size and modification time of every file of a local model directory: a file replaced or damaged
     since the model was kept means loading again."""
     root = Path(source)

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from harness.config import ModelConfig
 from harness.engine import tokens
-from harness.engine.backend import Backend, Finished, GenerationRequest, Scores
+from harness.engine.backend import Finished, GenerationRequest, Scores
 from harness.engine.openai.client import Client
 from harness.engine.request import ScoringRequest
 from harness.errors import HarnessError
@@ -33,7 +33,7 @@ AUTO_BATCH_TOKENS = 65536
 
 
 @dataclass
-class OpenAIBackend(Backend):
+class OpenAIBackend(tokens.TokenizedBackend):
     name: str
     client: Client
     api_model: str
@@ -42,22 +42,11 @@ class OpenAIBackend(Backend):
     add_bos: bool | None
     trainable: ClassVar[bool] = False
 
-    def encode(self, text: str | list[str], *, is_context: bool) -> list[int] | list[list[int]]:
-        return tokens.encode(self.tokenizer, self.add_bos, text, is_context=is_context)
-
     @property
     def token_window(self) -> int:
         # a scoring request is sent with one token to generate after it (servers refuse max_tokens=0 with echo): a
         # prompt of the whole context window would be refused
         return self.max_length - 1
-
-    @property
-    def prefix_token_id(self) -> int:
-        return tokens.prefix_token_id(self.tokenizer)
-
-    @property
-    def vocabulary_size(self) -> int:
-        return len(self.tokenizer)
 
     @property
     def auto_batch_size(self) -> int:

