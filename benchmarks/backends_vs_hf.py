@@ -92,7 +92,8 @@ def main() -> None:
     server = start_server(arguments.vllm_python, model_dir, port, work / "server.log") \
         if "openai" in arguments.backends else None
     extras = {"hf": [], "openai": ["model.backend=openai", f"model.base_url=http://127.0.0.1:{port}/v1"],
-              "vllm": ["model.backend=vllm", f"model.vllm_python={arguments.vllm_python}"]}
+              # vLLM schedules its own batches: each call sends it up to 65,536 positions of requests
+              "vllm": ["model.backend=vllm", f"model.vllm_python={arguments.vllm_python}", "batch_size=auto"]}
     table = []
     try:
         for spec in arguments.runs:

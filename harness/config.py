@@ -185,7 +185,7 @@ class ModelConfig:
     # model.backend=vllm: the Python of an environment with vLLM (None: this one), and vLLM's own engine settings
     # (None: vLLM's default); model.max_length is its max_model_len, model.dtype its dtype
     vllm_python: Optional[str] = None
-    gpu_memory_utilization: Optional[float] = None
+    gpu_memory_utilization: Optional[float] = None  # None: vLLM's default on a GPU, 0.3 of the memory on a CPU
     tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
     enforce_eager: bool = False

@@ -14,7 +14,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.inputs.data import load_split
 from harness.inputs.prompts import ChatSettings, build_partial_prompts, build_prompt, load_template
-from helpers import compose, run_in_process, write_short_answer_task
+from helpers import compose, report, run_cli, run_in_process, write_documents_task, write_short_answer_task
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
           "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
@@ -90,8 +90,8 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
 
 
-def test_chat_prompts_score_exactly_and_share_their_prefix(tmp_path: Path, harness_env: dict,
-                                                          chat_model_dir: Path) -> None:
+def test_chat_prompts_score_exactly_and_share_their_prefix(tmp_path: Path, harness_env: dict, chat_model_dir: Path,
+                                                          capsys) -> None:
     base = ["task=toy", f"model={chat_model_dir}", "chat_template=true", "template=instructed",
             "system_instruction=Be brief."]
     shared = run_in_process(*base, "shots=4", f"output_dir={tmp_path / 'shared'}")
@@ -107,6 +107,14 @@ def test_chat_prompts_score_exactly_and_share_their_prefix(tmp_path: Path, harne
     assert plain.run_dir != shared.run_dir  # the format is part of the run
     config = (shared.run_dir / "config.yaml").read_text()
     assert "chat_template: true" in config and "fewshot_as_multiturn: true" in config
+    code, _, _ = report(capsys, tmp_path / "shared")  # both formats side by side, told apart by the setting
+    board = (tmp_path / "shared" / "report" / "leaderboard.csv").read_text()
+    assert code == 0 and "chat_template" in board
+    exported = run_in_process(*base, "shots=4", "lmeval_results=true", f"output_dir={tmp_path / 'exported'}")
+    [results] = (exported.run_dir / "lm-eval").glob("results_*.json")
+    written = json.loads(results.read_text())
+    assert written["chat_template"] == "default" and written["fewshot_as_multiturn"] is True
+    assert written["system_instruction"] == "Be brief."
 
 
 def test_generation_after_the_generation_prompt(tmp_path: Path, chat_model_dir: Path, monkeypatch) -> None:
@@ -156,3 +164,21 @@ def test_what_cannot_apply_is_one_line_at_planning(tmp_path: Path, harness_env: 
     for settings, message in cases:
         with pytest.raises(HarnessError, match=message):
             run_in_process("task=toy", *settings, out)
+
+
+def test_the_prompt_format_is_a_factor_of_a_study(tmp_path: Path, harness_env: dict, chat_model_dir: Path) -> None:
+    output = tmp_path / "results"
+    done = run_cli("sensitivity", "task=toy", f"model={chat_model_dir}", "shots=2", "sets=2", "vary=set,chat_template",
+                   f"output_dir={output}", env=harness_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list(output.glob("*/metrics.json"))) == 4  # 2 sets x plain and chat
+    assert "the prompt format (plain or the chat template)" in done.stdout
+    refused = run_cli("sensitivity", "task=toy", f"model={chat_model_dir}", "shots=2", "vary=chat_template",
+                      "system_instruction=Hi", f"output_dir={output}", env=harness_env, cwd=tmp_path)
+    assert refused.returncode != 0 and "system_instruction has no plain form" in refused.stderr
+
+
+def test_perplexity_has_no_chat_form(tmp_path: Path, chat_model_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_PATH", str(write_documents_task(tmp_path)))
+    with pytest.raises(HarnessError, match="rolling log-likelihood over a text has no chat form"):
+        run_in_process("task=docs", f"model={chat_model_dir}", "chat_template=true", f"output_dir={tmp_path}")

@@ -46,6 +46,7 @@ study options:
                         label_words  the template's alternative label words (its label_words), and its own
                         calibration  contextual calibration on and off (read from the same runs: no extra runs)
                         train_seed   the fine-tuning seed, with the training set held fixed
+                        chat_template  plain prompts and the model's chat template (demonstrations as turns)
   sets=N              demonstration (training) sets, default 5
   orders=all|N        orders per set: all k! permutations (the default up to k = 4), else N drawn (default 24)
   train_seeds=N       fine-tuning seeds per training set, default 3
@@ -59,7 +60,7 @@ STUDY_KEYS = ("vary", "sets", "orders", "train_seeds", "methods", "name")
 DEFAULT_ORDER_SAMPLE = 24  # beyond k = 4 (24 permutations), as many drawn orders as k = 4 has in all
 ORDER_SAMPLE_SEED = 0
 SWEPT = {Source.set: "seed", Source.order: "demo_order", Source.template: "template",
-         Source.label_words: "label_words", Source.train_seed: "train_seed"}
+         Source.label_words: "label_words", Source.train_seed: "train_seed", Source.chat_template: "chat_template"}
 
 
 @dataclass
@@ -228,6 +229,13 @@ def design(method: str, base: RunConfig, options: StudyOptions) -> list[FactorSp
             raise HarnessError(f"vary=label_words: template '{template}' of task '{base.task.name}' has no "
                                "label_words (alternative verbalizer sets); add them to its YAML or pick one that has")
         factors.append(FactorSpec("label_words", ["null", *alternatives]))
+    if Source.chat_template in vary:
+        chat_only = [key for key in ("system_instruction", "gen_prefix", "fewshot_as_multiturn")
+                     if getattr(base, key) is not None]
+        if chat_only:
+            raise HarnessError(f"vary=chat_template compares plain prompts with the chat template; {chat_only[0]} has "
+                               "no plain form: leave it out of the study")
+        factors.append(FactorSpec("chat_template", ["false", "true"]))
     if not factors:
         raise HarnessError(f"nothing in vary={','.join(map(str, vary))} varies for method={method}")
     return factors

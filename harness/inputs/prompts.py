@@ -162,7 +162,8 @@ class Prompt:
         # (role, content, what follows it in plain text), as lm-evaluation-harness's Message
         parts: list[tuple[str, str, str]] = []
         for turn in self.turns[dropped_demos:]:
-            parts.append(("user", turn.question, turn.delimiter))
+            delimiter = turn.delimiter if not gen_prefix or _needs_delimiter(turn.question, gen_prefix) else ""
+            parts.append(("user", turn.question, delimiter))
             parts.append(("assistant", _delimited(gen_prefix, turn.answer, " "), self.separator))
         parts.append(("user", self.query, self.gap if gen_prefix and _needs_delimiter(self.query, gen_prefix) else ""))
         if gen_prefix:

@@ -63,6 +63,11 @@ def write_lmeval_results(run_dir: Path, record: RunRecord, resolved: dict[str, A
                                                       "name": record.model},
                    "batch_size": resolved.get("batch_size"), "device": record.environment.get("device"),
                    "limit": resolved.get("limit"), "random_seed": record.seed, "fewshot_seed": record.seed},
+        # lm-evaluation-harness writes the template's text; the record holds which of the tokenizer's it was
+        "chat_template": _chat_template_name(resolved.get("chat_template")),
+        "fewshot_as_multiturn": bool(resolved.get("fewshot_as_multiturn")),
+        "system_instruction": resolved.get("system_instruction"),
+        "system_instruction_sha": _sha256(resolved["system_instruction"]) if resolved.get("system_instruction") else None,
         "git_hash": record.environment.get("git_commit"),
         "date": time.time(),
         "transformers_version": record.environment.get("versions", {}).get("transformers"),
@@ -103,6 +108,13 @@ def _sample(index: int, row: dict[str, Any], fields: dict, record: RunRecord) ->
             sample[exported(name)] = float(str(chosen) == str(row["gold"]) and chosen is not None)
             sample["metrics"].append(exported(name))
     return sample
+
+
+def _chat_template_name(setting: Any) -> str | None:
+    """chat_template as set: None for plain prompts, "default" for the tokenizer's own, else its name."""
+    if setting is None or setting is False:
+        return None
+    return "default" if setting is True else str(setting)
 
 
 def _sha256(text: str) -> str:

@@ -257,7 +257,7 @@ def check_chat(config: RunConfig) -> ChatSettings | None:
     if config.scorer == Scorer.channel:
         raise HarnessError("scorer=channel scores the input after the label: it has no chat form (use scorer=rank "
                            "with chat_template)")
-    template_name = None if name is True else name
+    template_name = None if name is True or name == "default" else name  # "default": the tokenizer's own
     check_chat_template(config.model, chat_templates_at_planning(config.model), template_name)
     return ChatSettings(template_name=template_name,
                         multiturn=True if config.fewshot_as_multiturn is None else config.fewshot_as_multiturn,

@@ -29,6 +29,7 @@ class Source(Enumerated):
     label_words = "label_words"  # the template's alternative verbalizer sets
     calibration = "calibration"  # contextual calibration on and off: read from the same runs (the same scores)
     train_seed = "train_seed"  # fine-tuning's seed, with the training set held fixed
+    chat_template = "chat_template"  # plain prompts and the model's chat template
 
 
 # What a source is called in a sentence ("72% of the variance comes from the order of the demonstrations").
@@ -38,6 +39,7 @@ PHRASES = {
     "template": "the template",
     "label_words": "the label words",
     "train_seed": "the training seed",
+    "chat_template": "the prompt format (plain or the chat template)",
 }
 
 

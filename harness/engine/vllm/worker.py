@@ -69,10 +69,16 @@ class Engine:
         if dtype == "auto":  # as the transformers backend: float32 on a CPU, bfloat16 on an accelerator
             dtype = "float32" if current_platform.is_cpu() else "bfloat16"
         options = {key: settings[key] for key in ("max_model_len", "gpu_memory_utilization") if settings[key] is not None}
+        if current_platform.is_cpu():
+            # On a CPU this is the share of the machine's memory vLLM takes for itself, the KV cache filling it as the
+            # prefix cache keeps blocks: its default (0.92 on 0.32) leaves nothing to the harness and the logits of
+            # prompt_logprobs (a 24 GB machine ran out of memory scoring 8-shot SST-2); 0.3 is what served here
+            options.setdefault("gpu_memory_utilization", 0.3)
         self.llm = vllm.LLM(
             model=settings["model"], tokenizer=settings["tokenizer"], revision=settings["revision"], dtype=dtype,
             tensor_parallel_size=settings["tensor_parallel_size"], enable_prefix_caching=settings["enable_prefix_caching"],
             enforce_eager=settings["enforce_eager"], seed=0, **options)
+        self.prefix_caching = bool(settings["enable_prefix_caching"])
         self.device = current_platform.device_type
         self.dtype = dtype
 
@@ -82,13 +88,26 @@ class Engine:
 
     def score(self, requests: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         # One generated token (ignored): prompt_logprobs=0 gives each prompt token's own log-probability and rank.
-        params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False)
+        # vLLM computes no logits for positions its prefix cache served (their entries are left unset), so a request
+        # whose cache hit reached into the positions scored runs again without reading the cache: exact either way.
+        outputs = self._prompt_logprobs(requests, read_cache=self.prefix_caching)
+        again = [index for index, ((_, start), output) in enumerate(zip(requests, outputs))
+                 if (output.num_cached_tokens or 0) > start - 1]
+        for index, output in zip(again, self._prompt_logprobs([requests[index] for index in again], read_cache=False)):
+            outputs[index] = output
         scores = []
         for (ids, start), output in zip(requests, outputs):
             chosen = [output.prompt_logprobs[position][ids[position]] for position in range(start, len(ids))]
             scores.append((sum(entry.logprob for entry in chosen), all(entry.rank == 1 for entry in chosen)))
         return scores
+
+    def _prompt_logprobs(self, requests: list[tuple[list[int], int]], read_cache: bool) -> list[Any]:
+        if not requests:
+            return []
+        # detokenize=False: the positions the cache served hold unset token ids, which vLLM would try to decode
+        params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                                          skip_reading_prefix_cache=not read_cache)
+        return list(self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False))
 
     def generate(self, requests: list[list[int]], max_tokens: int, stop: list[str]) -> tuple[list[str], list[int]]:
         params = self.vllm.SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop or None,

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 __version__ = "0.0-fake"
+CACHE_BLOCK = 4
 
 
 @dataclass
@@ -25,6 +26,8 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     stop: list[str] | None = None
     include_stop_str_in_output: bool = False
+    skip_reading_prefix_cache: bool | None = None
+    detokenize: bool = True
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CompletionOutput:
 class RequestOutput:
     prompt_logprobs: list[dict[int, Logprob] | None] | None
     outputs: list[CompletionOutput] = field(default_factory=list)
+    num_cached_tokens: int = 0
 
 
 class _ModelConfig:
@@ -64,6 +68,7 @@ class LLM:
         self.llm_engine = _Engine(max_model_len or self.model.config.n_positions)
         self.settings = settings
         self.calls = 0
+        self.cached: list[list[int]] = []  # prompts seen: a prefix cache, in blocks of CACHE_BLOCK tokens
 
     def generate(self, prompts: list[dict], params: SamplingParams, use_tqdm: bool = True) -> list[RequestOutput]:
         self.calls += 1
@@ -76,13 +81,22 @@ class LLM:
         if len(ids) + 1 > self.llm_engine.model_config.max_model_len:
             raise ValueError(f"prompt of {len(ids)} tokens is longer than max_model_len")
         prompt_logprobs = None
+        # as vLLM: whole blocks of an earlier prompt are served from the cache (never the last token), and their
+        # positions get no logits: their entries here are wrong on purpose
+        served = 0
+        if self.settings.get("enable_prefix_caching") and not params.skip_reading_prefix_cache:
+            for seen in self.cached:
+                common = next((i for i, (a, b) in enumerate(zip(seen, ids)) if a != b), min(len(seen), len(ids)))
+                served = max(served, min(common, len(ids) - 1) // CACHE_BLOCK * CACHE_BLOCK)
+        self.cached.append(list(ids))
         if params.prompt_logprobs is not None:
             logprobs = torch.log_softmax(self.model(torch.tensor([ids])).logits[0], dim=-1)
             prompt_logprobs = [None]
             for position in range(1, len(ids)):
                 row = logprobs[position - 1]
                 rank = int((row > row[ids[position]]).sum()) + 1
-                prompt_logprobs.append({ids[position]: Logprob(float(row[ids[position]]), rank)})
+                entry = Logprob(float(row[ids[position]]), rank) if position - 1 >= served else Logprob(0.0, 1)
+                prompt_logprobs.append({ids[position]: entry})
         generated: list[int] = []
         text = ""
         for _ in range(params.max_tokens):
@@ -95,4 +109,4 @@ class LLM:
             if stops:
                 text = text[: min(stops)]
                 break
-        return RequestOutput(prompt_logprobs, [CompletionOutput(text, generated)])
+        return RequestOutput(prompt_logprobs, [CompletionOutput(text, generated)], num_cached_tokens=served)
