@@ -30,6 +30,7 @@ from pathlib import Path
 
 from common import MODEL, REPO, commit, ensure_model, run_logged
 
+AGREEMENT = 2e-4  # issue 25's bound on |Δ log-likelihood| between backends on the same weights
 RUNS = ["sentiment:8:200", "arc_easy:0:100", "hellaswag:0:100", "piqa:0:100", "lambada_openai:0:200", "triviaqa:0:100"]
 
 
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--vllm-python", required=True, help="the python of the environment vLLM is installed in")
     parser.add_argument("--runs", nargs="*", default=RUNS, help="task:shots:items")
     parser.add_argument("--backends", nargs="+", choices=["openai", "vllm"], default=["openai", "vllm"])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless every prediction and generation is the same and every score within 2e-4 "
+                             "(the CI step of .ci/run)")
     arguments = parser.parse_args()
     model_dir = ensure_model()
     work = Path(tempfile.mkdtemp(prefix="backends-vs-hf-"))
@@ -119,6 +123,10 @@ def main() -> None:
     for spec, backend, items, same, largest, texts, hf_seconds, backend_seconds in table:
         print(f"| {spec.rsplit(':', 1)[0]} | {backend} | {items} | {same}/{items} | {largest:.2e} | {texts}/{items} | "
               f"{hf_seconds:.1f} | {backend_seconds:.1f} |")
+    failed = [f"{spec} ({backend})" for spec, backend, items, same, largest, texts, *_ in table
+              if same < items or texts < items or largest > AGREEMENT]
+    if arguments.check and failed:
+        sys.exit(f"not the transformers backend's results: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

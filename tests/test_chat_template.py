@@ -107,9 +107,10 @@ def test_chat_prompts_score_exactly_and_share_their_prefix(tmp_path: Path, harne
     assert plain.run_dir != shared.run_dir  # the format is part of the run
     config = (shared.run_dir / "config.yaml").read_text()
     assert "chat_template: true" in config and "fewshot_as_multiturn: true" in config
-    code, _, _ = report(capsys, tmp_path / "shared")  # both formats side by side, told apart by the setting
+    code, _, err = report(capsys, tmp_path / "shared")  # both formats side by side, told apart by the setting
     board = (tmp_path / "shared" / "report" / "leaderboard.csv").read_text()
     assert code == 0 and "chat_template" in board
+    assert "note: 1 run of tiny-chat rendered plain prompts though its tokenizer has a chat template" in err
     exported = run_in_process(*base, "shots=4", "lmeval_results=true", f"output_dir={tmp_path / 'exported'}")
     [results] = (exported.run_dir / "lm-eval").glob("results_*.json")
     written = json.loads(results.read_text())

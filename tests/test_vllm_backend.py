@@ -105,8 +105,27 @@ def test_what_cannot_run_is_one_line(tmp_path: Path, harness_env: dict, fake_vll
     with pytest.raises(HarnessError, match="cannot start model.vllm_python"):
         run_in_process("task=toy", *_vllm(tiny_model_dir), f"model.vllm_python={tmp_path / 'none'}",
                        f"output_dir={tmp_path}")
-    with pytest.raises(HarnessError, match="model.backend=vllm serves a model it cannot train"):
-        run_in_process("task=toy", "shots=2", "method=lora", *_vllm(tiny_model_dir), f"output_dir={tmp_path}")
+    with pytest.raises(HarnessError, match="trains a soft prompt, which model.backend=vllm cannot load"):
+        run_in_process("task=toy", "shots=2", "method=prompt_tuning", *_vllm(tiny_model_dir), f"output_dir={tmp_path}")
     fake_vllm.setenv("WORLD_SIZE", "2")
     with pytest.raises(HarnessError, match="model.backend=vllm runs one engine .* without accelerate launch"):
         run_in_process("task=toy", *_vllm(tiny_model_dir), f"output_dir={tmp_path}")
+
+
+def test_fine_tuned_weights_are_scored_by_vllm(tmp_path: Path, harness_env: dict, fake_vllm,
+                                               tiny_model_dir: Path) -> None:
+    """Transformers trains (the same examples, seed and steps as with the transformers backend), vLLM loads the
+    merged weights: the same training and the same scores as the run that trains and scores on transformers."""
+    settings = ["task=toy", "shots=4", "method=lora", "method.steps=2", "method.learning_rate=0.05"]
+    local = run_in_process(*settings, f"model={tiny_model_dir}", f"output_dir={tmp_path / 'hf'}")
+    served = run_in_process(*settings, *_vllm(tiny_model_dir), f"output_dir={tmp_path / 'vllm'}")
+    assert served.record.training.losses == local.record.training.losses
+    base = run_in_process("task=toy", *_vllm(tiny_model_dir), f"output_dir={tmp_path / 'icl'}")  # 0-shot, as scored
+    trained_rows, base_rows = _rows(served.run_dir), _rows(base.run_dir)
+    assert any(mine["scores"] != theirs["scores"] for mine, theirs in zip(trained_rows, base_rows))  # trained weights
+    for mine, theirs in zip(trained_rows, _rows(local.run_dir), strict=True):
+        assert mine["prediction"] == theirs["prediction"]
+        for label, score in mine["scores"].items():
+            assert score == pytest.approx(theirs["scores"][label], abs=1e-4)
+    assert not (served.run_dir / "merged").exists()  # the copy for vLLM goes once the record is written
+    assert (served.run_dir / "adapter").is_dir()  # what the method saves stays (method.save_weights)

@@ -67,6 +67,9 @@ def report_command(arguments: list[str]) -> int:
               "running, or interrupted): left out", file=sys.stderr)
     for skipped in records.skipped:
         print(f"note: left out {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for model, count in records.plain_with_chat_template.items():
+        print(f"note: {count} run{'s' * (count != 1)} of {model} rendered plain prompts though its tokenizer has a "
+              "chat template (runs with chat_template=true are told apart by that setting)", file=sys.stderr)
     imported = int(records.runs["run_dir"].map(is_imported).sum())
     if imported:
         print(f"note: {imported} task{'s' * (imported != 1)} read from lm-evaluation-harness results files "

@@ -153,6 +153,7 @@ class BackendSpec:
     fingerprint: str
     loader: str
     trainable: bool = False  # fine-tuning methods need its model's parameters
+    serves_trained: bool = False  # not trainable, but loads what the transformers backend trained (merged weights)
     data_parallel: bool = True  # can run in each of several processes (accelerate launch --num_processes N)
 
     def model_fingerprint(self, config: ModelConfig) -> str:
@@ -191,4 +192,4 @@ register_backend(BackendSpec(name="openai", fingerprint="harness.engine.openai.b
 # vLLM's offline engine in a worker process, from an environment of its own if need be (harness/engine/vllm/): the
 # harness tokenizes, vLLM scores and generates; the weights are identified as the transformers backend's
 register_backend(BackendSpec(name="vllm", fingerprint="harness.engine.hf.fingerprint:model_fingerprint",
-                             loader="harness.engine.vllm.backend:load", data_parallel=False))
+                             loader="harness.engine.vllm.backend:load", data_parallel=False, serves_trained=True))

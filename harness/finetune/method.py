@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 BUILTIN = ("harness.finetune.lora", "harness.finetune.ia3", "harness.finetune.prompt_tuning", "harness.finetune.bitfit",
            "harness.finetune.full")
 ADAPTER_DIR = "adapter"  # peft methods: peft's own safetensors format
+MERGED_DIR = "merged"  # the trained model as whole weights, for a backend that serves but cannot train (vllm)
 WEIGHTS_FILE = "weights.safetensors"  # methods that change weights in place: the tensors that changed
 
 Finish = Callable[[Path | None], None]  # turns the trained model into scoring form, saving what changed to a dir
@@ -53,6 +54,8 @@ class Method(ABC):
     description: ClassVar[str]
     trains: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}  # MethodConfig fields this method sets (learning rate, steps, ...)
+    # its trained model is plain weights (adapters merged), which any backend can load; a soft prompt is not
+    merges: ClassVar[bool] = True
 
     @abstractmethod
     def prepare(self, lm: HFBackend, config: MethodConfig) -> tuple[torch.nn.Module, Finish]:

@@ -21,6 +21,7 @@ class PromptTuning(Method):
     name = "prompt_tuning"
     description = "a soft prompt of virtual tokens (peft), run before every input"
     defaults = {"learning_rate": 3.0e-2, "steps": 16, "num_virtual_tokens": 20}
+    merges = False  # the soft prompt runs before every input: no weights hold it
 
     def prepare(self, lm: HFBackend, config: MethodConfig) -> tuple[torch.nn.Module, Finish]:
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model

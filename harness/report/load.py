@@ -11,7 +11,7 @@ settings whose inputs differ (a template or data file edited between them), only
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,6 +56,8 @@ class Records:
     settings: pd.DataFrame  # the same rows: every config.yaml key flattened (demos, method.steps, ...), as text
     incomplete: int  # run directories without metrics.json: still running, or interrupted
     skipped: list[Skipped]  # complete-looking records left out, and why
+    # per model: its runs that rendered plain prompts though its tokenizer has a chat template
+    plain_with_chat_template: dict[str, int] = field(default_factory=dict)
 
 
 def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Records:
@@ -91,9 +93,13 @@ def load_records(results_dir: Path, lmeval_paths: Sequence[Path] = ()) -> Record
     columns = reported([name for row in rows for name in row["metrics"]])  # every metric some run recorded
     rows = [_flat_row(row, columns) for row in rows]
     settings = [s for _, _, s in loaded] + [{} for _ in imported]
+    plain_with_chat_template: dict[str, int] = {}
+    for _, record, own in loaded:
+        if record.environment.get("chat_templates") and own.get("chat_template", "false") == "false":
+            plain_with_chat_template[record.model] = plain_with_chat_template.get(record.model, 0) + 1
     return Records(runs=pd.DataFrame(rows),
                    settings=pd.DataFrame(settings, index=range(len(rows))).fillna(ABSENT_SETTING),
-                   incomplete=incomplete, skipped=skipped)
+                   incomplete=incomplete, skipped=skipped, plain_with_chat_template=plain_with_chat_template)
 
 
 def load_predictions(run_dir: str, metric: str = "accuracy") -> pd.DataFrame | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -23,12 +24,14 @@ import numpy as np
 import torch
 
 from harness.engine.backend import Backend, backend_spec
+from harness.engine.hf.backend import HFBackend
 from harness.engine.journal import Journal, journal_path, remove_journals
 from harness.engine.memory import PeakMemory
 from harness.engine.request import ScoringRequest
 from harness.engine.scoring import ScoringStats
 from harness.errors import HarnessError, RunInterrupted
 from harness.files import jsonl_text, sha256_text, write_json, write_text_atomic
+from harness.finetune.method import MERGED_DIR
 from harness.finetune.train import finetune, load_trained, remove_trained
 from harness.kinds.base import Items, Measured, Predicted, task_kind
 from harness.runs.distributed import Processes, is_main_process, join_processes
@@ -79,6 +82,8 @@ def prepare_model(plan: RunPlan, selection: Selection, processes: Processes,
     if not plan.finetuning:
         return _loaded(plan, reuse=True), None
     finished = plan.run_dir / TRAINING_FILE
+    if not backend_spec(config.model.backend).trainable:  # planning allowed it: the backend serves trained weights
+        return _served_trained_model(plan, selection, finished, progress)
     if not processes.main:
         processes.wait_for_others()
         lm = _loaded(plan)
@@ -123,6 +128,24 @@ def _trained_model(plan: RunPlan, selection: Selection, finished: Path,
                              "start it again") from None
     write_json(finished, asdict(training))
     return lm, training
+
+
+def _served_trained_model(plan: RunPlan, selection: Selection, finished: Path,
+                          progress: bool) -> tuple[Backend, TrainingRecord]:
+    """Fine-tuning scored by a backend that cannot train (vLLM): transformers trains on the same examples as with
+    model.backend=hf (or applies what an interrupted run saved), the trained model is written as whole weights
+    (adapters merged) beside the run, and the run's backend loads those. Removed once the record is written."""
+    config = plan.config
+    trainer = replace(plan, config=replace(config, model=replace(config.model, backend="hf")))
+    lm, training = _trained_model(trainer, selection, finished, progress)
+    assert isinstance(lm, HFBackend)
+    merged = plan.run_dir / MERGED_DIR
+    print(f"harness: writing the trained model to {merged} for model.backend={config.model.backend}", file=sys.stderr)
+    lm.model.save_pretrained(merged)
+    lm.tokenizer.save_pretrained(merged)
+    del lm  # its memory goes before the serving backend loads the copy
+    served = replace(config.model, path=str(merged), gguf_asset=None)
+    return _loaded(replace(plan, config=replace(config, model=served))), training
 
 
 def _finished_training(path: Path) -> TrainingRecord | None:
@@ -258,7 +281,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: Backend, training: Tra
         training=training,
         calibration_scores=predicted.calibration_scores,
         environment=environment(lm.device_name, lm.dtype_name, torch.get_num_threads(),
-                                processes, lm.engine_versions),
+                                processes, lm.engine_versions, lm.chat_template_names()),
     )
     try:
         record_text = record.to_json()
@@ -273,6 +296,7 @@ def write_record(plan: RunPlan, selection: Selection, lm: Backend, training: Tra
                            f"are kept in {journal_path(plan.run_dir, 0, processes)}{others}: free space and rerun "
                            "the same command") from None
     remove_journals(plan.run_dir)
+    shutil.rmtree(plan.run_dir / MERGED_DIR, ignore_errors=True)  # a copy of the trained weights, for a serving backend
     if plan.finetuning and not config.method.save_weights:
         remove_trained(plan.run_dir)
     return record

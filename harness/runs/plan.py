@@ -210,9 +210,15 @@ def check_settings(config: RunConfig) -> None:
     if config.demos in RETRIEVAL_DEMOS and finetuning:
         raise HarnessError(f"demos={config.demos} picks demonstrations per test example; "
                            "fine-tuning needs one training set (demos=random, balanced, first_n or ids)")
-    if finetuning and not backend_spec(config.model.backend).trainable:
-        raise HarnessError(f"method={config.method.name} trains the model's weights; model.backend="
-                           f"{config.model.backend} serves a model it cannot train (use model.backend=hf or method=icl)")
+    backend = backend_spec(config.model.backend)
+    if finetuning and not backend.trainable:
+        if not backend.serves_trained:
+            raise HarnessError(f"method={config.method.name} trains the model's weights; model.backend="
+                               f"{config.model.backend} serves a model it cannot train (use model.backend=hf or "
+                               "method=icl)")
+        if not learning_method(config.method.name).merges:
+            raise HarnessError(f"method={config.method.name} trains a soft prompt, which model.backend="
+                               f"{config.model.backend} cannot load (it loads weights): use model.backend=hf")
     if launched_processes() > 1 and not backend_spec(config.model.backend).data_parallel:
         raise HarnessError(f"model.backend={config.model.backend} runs one engine that batches and places the model by "
                            "itself (model.tensor_parallel_size across GPUs): run it without accelerate launch")

@@ -227,9 +227,11 @@ def run_dir_name(config: dict[str, Any], key: str) -> str:
 
 
 def environment(device: str, dtype: str, threads: int, processes: int = 1,
-                engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
+                engine_versions: dict[str, str] | None = None,
+                chat_templates: list[str] | None = None) -> dict[str, Any]:
     """Where the run ran; threads per process, processes > 1 for a data-parallel run (accelerate launch); the
-    versions of what ran the model outside this environment (vLLM in its own)."""
+    versions of what ran the model outside this environment (vLLM in its own); the chat templates the model's
+    tokenizer has (the report notes plain runs of a model that has one)."""
     versions: dict[str, str | None] = {}
     for package, distribution in VERSIONED_PACKAGES.items():
         try:
@@ -239,7 +241,8 @@ def environment(device: str, dtype: str, threads: int, processes: int = 1,
     versions.update(engine_versions or {})
     return {"device": device, "dtype": dtype, "threads": threads, "processes": processes,
             "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}
+            "platform": platform.platform(), "versions": versions, "git_commit": _git_commit(),
+            "chat_templates": chat_templates or []}
 
 
 def _git_commit() -> str | None:
