@@ -183,3 +183,22 @@ def test_perplexity_has_no_chat_form(tmp_path: Path, chat_model_dir: Path, monke
     monkeypatch.setenv("HARNESS_PATH", str(write_documents_task(tmp_path)))
     with pytest.raises(HarnessError, match="rolling log-likelihood over a text has no chat form"):
         run_in_process("task=docs", f"model={chat_model_dir}", "chat_template=true", f"output_dir={tmp_path}")
+
+
+def test_planning_reads_the_templates_from_the_files_alone(tmp_path: Path, harness_env: dict, chat_model_dir: Path,
+                                                          tiny_model_dir: Path) -> None:
+    from harness.config import ModelConfig
+    from harness.engine.hf.fingerprint import chat_templates_at_planning
+
+    assert chat_templates_at_planning(ModelConfig(name="chat", path=str(chat_model_dir))) == ["default"]
+    assert chat_templates_at_planning(ModelConfig(name="plain", path=str(tiny_model_dir))) == []
+    named = _with_template(tiny_model_dir, tmp_path / "named", CHATML)
+    (named / "additional_chat_templates").mkdir()
+    (named / "additional_chat_templates" / "tool_use.jinja").write_text(CHATML)
+    assert chat_templates_at_planning(ModelConfig(name="named", path=str(named))) == ["default", "tool_use"]
+    (named / "additional_chat_templates" / "tool_use.jinja").write_text(NO_SYSTEM)  # a named one renders its own way
+    runs = [run_in_process("task=toy", f"model={named}", f"chat_template={name}", "shots=1",
+                           f"output_dir={tmp_path / name}") for name in ("true", "tool_use")]
+    assert _rows(runs[0].run_dir)[0]["scores"] != _rows(runs[1].run_dir)[0]["scores"]
+    # a name only a server knows is not a hub id: the loaded tokenizer is checked instead
+    assert chat_templates_at_planning(ModelConfig(name="served", path="served model:latest")) is None

@@ -99,6 +99,9 @@ def _tokenizer_dir(config: ModelConfig) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(str(config.tokenizer or config.path), "tokenizer_config.json",
-                                    revision=config.revision)
+    try:
+        cached = try_to_load_from_cache(str(config.tokenizer or config.path), "tokenizer_config.json",
+                                        revision=config.revision)
+    except ValueError:  # not a hub id (a name only a server knows): the loaded tokenizer is checked instead
+        return None
     return Path(cached).parent if isinstance(cached, str) else None
