@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.inputs.data import load_split
-from harness.inputs.prompts import ChatSettings, build_partial_prompts, build_prompt, load_template
+from harness.inputs.prompts import ChatSettings, Turn, build_partial_prompts, build_prompt, load_template
 from helpers import compose, report, run_cli, run_in_process, write_documents_task, write_short_answer_task
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -80,10 +80,12 @@ def test_partial_scoring_turns(mc_task_root: Path, monkeypatch) -> None:
     task = compose("task=toymc").task
     template = replace(load_template(task, "blank"), chat=_settings())
     items = [item for item in load_split(task, "test") if "_" in item.fields["question"]]
-    prompt = build_partial_prompts(template, items[:1], items[1])[0]
-    turn = prompt.turns[0]
-    assert turn.question + turn.delimiter + turn.answer + prompt.separator == prompt.demonstrations[0]
-    assert not turn.answer[0].isspace() and not prompt.continuations[0][0].isspace()
+    demo = items[0]
+    prompt = build_partial_prompts(template, [demo], items[1])[0]
+    before, after = demo.fields["question"].split("_")
+    # the user turn ends with the right option in the blank, the assistant turn is the rest of the sentence
+    assert prompt.turns[0] == Turn(before + demo.choices[demo.gold], " ", after.strip())
+    assert prompt.continuations == (items[1].fields["question"].split("_")[1].strip(),)  # no delimiter: chat
 
 
 def _rows(run_dir: Path) -> list[dict]:
